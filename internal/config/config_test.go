@@ -1,0 +1,295 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mirrord/mirrord/internal/spec"
+)
+
+// clearEnv unsets every MIRRORD_* variable for the test.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "MIRRORD_") {
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// summary renders a spec as host -> "url,url (source)" for compact asserts.
+func summary(s spec.Spec) map[string]string {
+	out := map[string]string{}
+	for _, r := range s.Registries {
+		var urls []string
+		for _, m := range r.Mirrors {
+			urls = append(urls, m.URL)
+		}
+		out[r.Host] = strings.Join(urls, ",") + " (" + string(r.Source.Layer) + ")"
+	}
+	return out
+}
+
+func TestLayers(t *testing.T) {
+	clearEnv(t)
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/mirrord/mirrord.toml"), `
+runtimes = ["docker"]
+
+[registries."docker.io"]
+mirrors = ["https://file-hub.example.net"]
+
+[registries."quay.io"]
+mirrors = [{ url = "https://file-quay.example.net/", capabilities = ["pull"] }]
+
+[registries."ghcr.io"]
+upstream = false
+mirrors = ["https://file-ghcr.example.net"]
+`)
+	writeFile(t, filepath.Join(root, "etc/mirrord/conf.d/10-quay.toml"), `
+[registries."quay.io"]
+mirrors = ["https://dropin-quay.example.net"]
+`)
+	t.Setenv("MIRRORD_MIRRORS", "docker.io=https://env-hub.example.net,http://10.0.0.5:5000")
+	t.Setenv("MIRRORD_RUNTIMES", "containerd, docker")
+
+	c, err := Load(Options{Root: root, Mirrors: "ghcr.io=https://flag-ghcr.example.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := map[string]string{
+		"docker.io": "https://env-hub.example.net,http://10.0.0.5:5000 (env)",
+		"quay.io":   "https://dropin-quay.example.net (file)",
+		"ghcr.io":   "https://flag-ghcr.example.net (flag)",
+	}
+	if diff := cmp.Diff(want, summary(c.Spec)); diff != "" {
+		t.Errorf("spec (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]Runtime{Containerd, Docker}, c.Runtimes); diff != "" {
+		t.Errorf("runtimes (-want +got):\n%s", diff)
+	}
+	quay, _ := c.Spec.Lookup("quay.io")
+	if got := quay.Source.Name; got != filepath.Join(root, "etc/mirrord/conf.d/10-quay.toml") {
+		t.Errorf("quay.io source = %q, want the drop-in", got)
+	}
+}
+
+func TestFileOptions(t *testing.T) {
+	f, err := ParseFile([]byte(`
+[registries."Index.Docker.IO"]
+upstream = false
+mirrors = [
+  "https://a.example.net/hub/",
+  { url = "https://b.example.net", capabilities = ["resolve", "pull"], ca_file = "/etc/ssl/b.pem", skip_verify = true },
+]
+`), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := spec.Spec{Registries: []spec.Registry{{
+		Host:       "docker.io",
+		NoUpstream: true,
+		Source:     spec.Source{Layer: spec.LayerFile, Name: "test.toml"},
+		Mirrors: []spec.Mirror{
+			{URL: "https://a.example.net/hub", Capabilities: []spec.Capability{spec.Pull,
+				spec.Resolve}},
+			{URL: "https://b.example.net", Capabilities: []spec.Capability{spec.Pull,
+				spec.Resolve}, CAFile: "/etc/ssl/b.pem", SkipVerify: true},
+		},
+	}}}
+	if diff := cmp.Diff(want, f.Spec); diff != "" {
+		t.Errorf("spec (-want +got):\n%s", diff)
+	}
+}
+
+// TestBadInput asserts the exact error for each bad input of each source:
+// it must name the source, the key and the value, and say what is valid.
+func TestBadInput(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		dropin  string
+		env     map[string]string
+		flag    string
+		wantErr string
+	}{
+		{
+			name:    "env_ftp_scheme",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=ftp://m.example.net"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "ftp://m.example.net": mirror URL scheme "ftp" is not supported; want http:// or https://`,
+		},
+		{
+			name:    "env_credentials_in_url",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://u:p@m.example.net"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://u:p@m.example.net": mirror URL carries credentials; put them in the mirror's credentials, never in the URL`,
+		},
+		{
+			name:    "env_query",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://m.example.net/?x=1"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://m.example.net/?x=1": mirror URL has a query; want http(s)://host[:port][/path] without ?`,
+		},
+		{
+			name:    "env_fragment",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://m.example.net/#x"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://m.example.net/#x": mirror URL has a fragment; want http(s)://host[:port][/path] without #`,
+		},
+		{
+			name:    "env_empty_registry",
+			env:     map[string]string{"MIRRORD_MIRRORS": "=https://m.example.net"},
+			wantErr: `env MIRRORD_MIRRORS: entry "=https://m.example.net": registry name is empty; want a host such as docker.io, a host:port, or * for every registry`,
+		},
+		{
+			name:    "env_duplicate_registry",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://a.example.net;index.docker.io=https://b.example.net"},
+			wantErr: `env MIRRORD_MIRRORS: registry "docker.io" given twice (also in env MIRRORD_MIRRORS); name each registry once`,
+		},
+		{
+			name:    "env_no_equals",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io https://a.example.net"},
+			wantErr: `env MIRRORD_MIRRORS: entry "docker.io https://a.example.net" has no '='; want REGISTRY=URL[,URL...]`,
+		},
+		{
+			name:    "env_empty_mirror",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io="},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "": mirror URL is empty; want http(s)://host[:port][/path]`,
+		},
+		{
+			name:    "env_v2_path",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://m.example.net/v2"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://m.example.net/v2": mirror URL path ends in /v2; give the registry root (mirrord and the runtimes add /v2 themselves)`,
+		},
+		{
+			name:    "env_registry_with_scheme",
+			env:     map[string]string{"MIRRORD_MIRRORS": "https://docker.io=https://m.example.net"},
+			wantErr: `env MIRRORD_MIRRORS: entry "https://docker.io=https://m.example.net": registry "https://docker.io" has a scheme; want a bare host such as quay.io`,
+		},
+		{
+			name:    "env_unknown_runtime",
+			env:     map[string]string{"MIRRORD_RUNTIMES": "containerd,podman"},
+			wantErr: `env MIRRORD_RUNTIMES: runtime "podman" is not known; valid: containerd, docker`,
+		},
+		{
+			name:    "env_metadata",
+			env:     map[string]string{"MIRRORD_METADATA": "gce"},
+			wantErr: `env MIRRORD_METADATA: "gce": instance metadata is not supported yet; valid: none`,
+		},
+		{
+			name:    "flag_bad_url",
+			flag:    "quay.io=quay-mirror",
+			wantErr: `flag --mirrors: registry quay.io: mirror "quay-mirror": mirror URL scheme "" is not supported; want http:// or https://`,
+		},
+		{
+			name:    "file_syntax",
+			file:    "[registries.\"docker.io\"\nmirrors = 1\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: line 1: expected ']' to close table name`,
+		},
+		{
+			name:    "file_unknown_key",
+			file:    "[registries.\"docker.io\"]\nmirorrs = [\"https://m.example.net\"]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream`,
+		},
+		{
+			name:    "file_bad_url",
+			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://m.example.net?a=b\"]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: "https://m.example.net?a=b": mirror URL has a query; want http(s)://host[:port][/path] without ?`,
+		},
+		{
+			name:    "file_no_mirrors",
+			file:    "[registries.\"quay.io\"]\nmirrors = []\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."quay.io": registry quay.io has no mirrors; give at least one URL`,
+		},
+		{
+			name:    "file_duplicate_registry",
+			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://a.example.net\"]\n[registries.\"registry-1.docker.io\"]\nmirrors = [\"https://b.example.net\"]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries: registry "docker.io" given twice (also in file ROOT/etc/mirrord/mirrord.toml); name each registry once`,
+		},
+		{
+			name:    "file_duplicate_mirror",
+			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://a.example.net\", \"https://a.example.net/\"]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": registry docker.io: mirror "https://a.example.net" given twice; name each mirror once`,
+		},
+		{
+			name:    "file_mirror_wrong_type",
+			file:    "[registries.\"docker.io\"]\nmirrors = [42]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: 42 is a number; want a URL string or a table { url = "https://...", capabilities = [...], ca_file = "...", skip_verify = false }`,
+		},
+		{
+			name:    "file_mirror_unknown_key",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", token = \"x\" }]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: unknown key "token"; valid: url, capabilities, ca_file, skip_verify`,
+		},
+		{
+			name:    "file_bad_capability",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", capabilities = [\"push\"] }]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: capabilities: capability "push" is not known; want "pull", "resolve" or both`,
+		},
+		{
+			name:    "file_relative_ca",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", ca_file = \"ca.pem\" }]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: ca_file: ca.pem: want an absolute path as a string`,
+		},
+		{
+			name:    "file_bad_runtimes",
+			file:    "runtimes = [\"crio\"]\n",
+			wantErr: `file ROOT/etc/mirrord/mirrord.toml: runtimes: runtime "crio" is not known; valid: containerd, docker`,
+		},
+		{
+			name:    "dropin_bad_registry_name",
+			dropin:  "[registries.\"quay.io/ns\"]\nmirrors = [\"https://a.example.net\"]\n",
+			wantErr: `file ROOT/etc/mirrord/conf.d/50-bad.toml: registries."quay.io/ns": registry "quay.io/ns" is not a host; want a host such as quay.io or a host:port such as 10.0.0.5:5000`,
+		},
+	}
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			root := t.TempDir()
+			if tt.file != "" {
+				writeFile(t, filepath.Join(root, "etc/mirrord/mirrord.toml"), tt.file)
+			}
+			if tt.dropin != "" {
+				writeFile(t, filepath.Join(root, "etc/mirrord/conf.d/50-bad.toml"), tt.dropin)
+			}
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+
+			_, err := Load(Options{Root: root, Mirrors: tt.flag})
+			if err == nil {
+				t.Fatal("Load succeeded; want an error")
+			}
+			got := strings.ReplaceAll(err.Error(), root, "ROOT")
+			if got != tt.wantErr {
+				t.Errorf("error\n got: %s\nwant: %s", got, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestMissingFileIsNoError(t *testing.T) {
+	clearEnv(t)
+	c, err := Load(Options{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Spec.Registries) != 0 || c.Runtimes != nil {
+		t.Errorf("want an empty config, got %+v", c)
+	}
+}

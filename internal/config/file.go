@@ -1,0 +1,222 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/mirrord/mirrord/internal/spec"
+)
+
+// File is one parsed config file or drop-in.
+type File struct {
+	Spec     spec.Spec
+	Runtimes []Runtime // nil when the file does not set runtimes
+}
+
+// fileDoc is the schema of mirrord.toml:
+//
+//	runtimes = ["containerd", "docker"]   # optional
+//
+//	[registries."docker.io"]
+//	upstream = true                       # keep the registry as last resort
+//	mirrors = [
+//	  "https://mirror.example.net",
+//	  { url = "http://10.0.0.5:5000", capabilities = ["pull"] },
+//	]
+type fileDoc struct {
+	Runtimes   *[]string              `toml:"runtimes"`
+	Registries map[string]registryDoc `toml:"registries"`
+}
+
+type registryDoc struct {
+	Mirrors  []any `toml:"mirrors"`
+	Upstream *bool `toml:"upstream"`
+}
+
+// mirrorKeys are the keys a mirror table may have.
+var mirrorKeys = []string{"url", "capabilities", "ca_file", "skip_verify"}
+
+// ParseFile parses one config file or drop-in; path names it in errors and
+// in the source of every registry it defines.
+func ParseFile(data []byte, path string) (File, error) {
+	var doc fileDoc
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return File{}, fmt.Errorf("file %s: %s", path, describeDecodeError(err))
+	}
+
+	var f File
+	if doc.Runtimes != nil {
+		rs, err := ParseRuntimes(*doc.Runtimes)
+		if err != nil {
+			return File{}, fmt.Errorf("file %s: runtimes: %w", path, err)
+		}
+		f.Runtimes = rs
+	}
+
+	src := spec.Source{Layer: spec.LayerFile, Name: path}
+	var rs []spec.Registry
+	for _, name := range sortedKeys(doc.Registries) {
+		key := fmt.Sprintf("registries.%q", name)
+		r, err := parseRegistry(name, doc.Registries[name], src)
+		if err != nil {
+			return File{}, fmt.Errorf("file %s: %s: %w", path, key, err)
+		}
+		rs = append(rs, r)
+	}
+	s, err := spec.New(rs)
+	if err != nil {
+		return File{}, fmt.Errorf("file %s: registries: %w", path, err)
+	}
+	f.Spec = s
+	return f, nil
+}
+
+func parseRegistry(name string, doc registryDoc, src spec.Source) (spec.Registry, error) {
+	host, err := spec.NormalizeHost(name)
+	if err != nil {
+		return spec.Registry{}, err
+	}
+	r := spec.Registry{Host: host, Source: src}
+	if doc.Upstream != nil {
+		r.NoUpstream = !*doc.Upstream
+	}
+
+	for i, raw := range doc.Mirrors {
+		m, err := parseMirror(raw)
+		if err != nil {
+			return spec.Registry{}, fmt.Errorf("mirrors[%d]: %w", i, err)
+		}
+		r.Mirrors = append(r.Mirrors, m)
+	}
+	if err := spec.CheckMirrors(r); err != nil {
+		return spec.Registry{}, err
+	}
+	return r, nil
+}
+
+// parseMirror takes a mirror given as a URL string or as a table.
+func parseMirror(raw any) (spec.Mirror, error) {
+	switch v := raw.(type) {
+	case string:
+		m, err := spec.NewMirror(v)
+		if err != nil {
+			return spec.Mirror{}, fmt.Errorf("%q: %w", v, err)
+		}
+		return m, nil
+	case map[string]any:
+		return parseMirrorTable(v)
+	}
+	return spec.Mirror{}, fmt.Errorf("%v is a %s; want a URL string or a table "+
+		"{ url = \"https://...\", capabilities = [...], ca_file = \"...\", skip_verify = false }",
+		raw, tomlType(raw))
+}
+
+func parseMirrorTable(t map[string]any) (spec.Mirror, error) {
+	for _, k := range sortedKeys(t) {
+		if !slices.Contains(mirrorKeys, k) {
+			return spec.Mirror{}, fmt.Errorf("unknown key %q; valid: %s", k,
+				strings.Join(mirrorKeys, ", "))
+		}
+	}
+
+	rawURL, ok := t["url"].(string)
+	if !ok {
+		return spec.Mirror{}, fmt.Errorf("url: missing or not a string; want url = \"https://...\"")
+	}
+	m, err := spec.NewMirror(rawURL)
+	if err != nil {
+		return spec.Mirror{}, fmt.Errorf("url: %q: %w", rawURL, err)
+	}
+
+	if v, ok := t["capabilities"]; ok {
+		names, err := stringList(v)
+		if err != nil {
+			return spec.Mirror{}, fmt.Errorf("capabilities: %w", err)
+		}
+		caps, err := spec.ParseCapabilities(names)
+		if err != nil {
+			return spec.Mirror{}, fmt.Errorf("capabilities: %w", err)
+		}
+		m.Capabilities = caps
+	}
+	if v, ok := t["ca_file"]; ok {
+		ca, ok := v.(string)
+		if !ok || !strings.HasPrefix(ca, "/") {
+			return spec.Mirror{}, fmt.Errorf("ca_file: %v: want an absolute path as a string", v)
+		}
+		m.CAFile = ca
+	}
+	if v, ok := t["skip_verify"]; ok {
+		b, ok := v.(bool)
+		if !ok {
+			return spec.Mirror{}, fmt.Errorf("skip_verify: %v: want true or false", v)
+		}
+		m.SkipVerify = b
+	}
+	return m, nil
+}
+
+func stringList(v any) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%v is a %s; want a list of strings", v, tomlType(v))
+	}
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("%v is a %s; want a list of strings", e, tomlType(e))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func tomlType(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case int64, float64:
+		return "number"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// describeDecodeError turns go-toml's errors into one line with the line
+// number and, for unknown keys, the keys that are valid.
+func describeDecodeError(err error) string {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) && len(strict.Errors) > 0 {
+		e := strict.Errors[0]
+		row, _ := e.Position()
+		return fmt.Sprintf("line %d: unknown key %q; valid: runtimes, registries.\"HOST\".mirrors, "+
+			"registries.\"HOST\".upstream", row, strings.Join(e.Key(), "."))
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		return fmt.Sprintf("line %d: %s", row, strings.TrimPrefix(de.Error(), "toml: "))
+	}
+	return strings.TrimPrefix(err.Error(), "toml: ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
