@@ -1,0 +1,185 @@
+package containerd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/mirrord/mirrord/internal/spec"
+)
+
+// managedMarker opens the first line of every hosts.toml mirrord writes.
+const managedMarker = "# Managed by mirrord"
+
+// RenderHosts returns the hosts.toml of one registry, for
+// CertsDir/HostDir(r.Host)/hosts.toml.
+//
+// The first line is a comment marking the file as mirrord's and naming
+// r.Source. Then comes server, the registry's upstream, except for the
+// wildcard (containerd then uses each image's own registry) and for a
+// loopback registry (containerd then picks http or unverified https itself,
+// which an explicit server would undo). With r.NoUpstream the last mirror
+// is the server instead, its options at the top level, so nothing falls
+// back to the registry. Every other mirror gets a [host."<url>"] table in
+// spec order, the order containerd tries them in.
+//
+// A mirror with a path is written as <path>/v2 with override_path = true:
+// the API root containerd would derive anyway, made explicit. Only keys that
+// containerd 1.5 and later read are written, never referrers (2.2+) or
+// dial_timeout (2.1+), which make older versions ignore the whole file.
+func RenderHosts(r spec.Registry) []byte {
+	var b bytes.Buffer
+	src := strings.NewReplacer("\r", " ", "\n", " ").Replace(r.Source.String())
+	fmt.Fprintf(&b, "%s: written from %s; edits are overwritten. "+
+		"Change the mirrord spec instead.\n", managedMarker, src)
+
+	hosts := r.Mirrors
+	switch {
+	case r.NoUpstream && len(hosts) > 0:
+		last := hosts[len(hosts)-1]
+		hosts = hosts[:len(hosts)-1]
+		fmt.Fprintf(&b, "server = %s\n", quote(hostURL(last)))
+		writeHostKeys(&b, last, "")
+	case r.Host != spec.Wildcard && !isLocalhost(hostname(r.Host)):
+		fmt.Fprintf(&b, "server = %s\n", quote(spec.Upstream(r.Host)))
+	}
+
+	for _, m := range hosts {
+		fmt.Fprintf(&b, "\n[host.%s]\n", quote(hostURL(m)))
+		writeHostKeys(&b, m, "  ")
+	}
+	return b.Bytes()
+}
+
+// hostname strips the port from a host[:port].
+func hostname(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// hostURL is the URL containerd is given for m: the mirror itself, or for a
+// mirror with a path, its API root.
+func hostURL(m spec.Mirror) string {
+	if m.Path() != "" {
+		return m.URL + "/v2"
+	}
+	return m.URL
+}
+
+// writeHostKeys writes the keys of one host, each line indented by indent.
+func writeHostKeys(b *bytes.Buffer, m spec.Mirror, indent string) {
+	caps := make([]string, len(m.Capabilities))
+	for i, c := range m.Capabilities {
+		caps[i] = quote(string(c))
+	}
+	fmt.Fprintf(b, "%scapabilities = [%s]\n", indent, strings.Join(caps, ", "))
+	if m.CAFile != "" {
+		fmt.Fprintf(b, "%sca = %s\n", indent, quote(m.CAFile))
+	}
+	if m.SkipVerify {
+		fmt.Fprintf(b, "%sskip_verify = true\n", indent)
+	}
+	if m.Path() != "" {
+		fmt.Fprintf(b, "%soverride_path = true\n", indent)
+	}
+}
+
+// HostsFile is what ParseHosts reads from a hosts.toml.
+type HostsFile struct {
+	// Server is the top-level server, "" when the file has none (containerd
+	// then uses the image's registry).
+	Server string
+
+	// Mirrors are the [host."<url>"] tables in file order, the order
+	// containerd tries them in.
+	Mirrors []string
+
+	// Managed reports that the file opens with mirrord's header.
+	Managed bool
+}
+
+// ParseHosts reads a hosts.toml written by anyone. Server and Mirrors are
+// given as registry roots, the form spec.Mirror.URL uses: a trailing "/v2"
+// (or "/v2/"), which containerd adds when it is missing, is dropped; any
+// other URL is kept as written. Like containerd, it takes mirrors only from
+// [host."<url>"] table headers. It fails only when the file is not TOML or
+// server or host has the wrong type, which containerd would not read either.
+func ParseHosts(data []byte) (HostsFile, error) {
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			line, _ := de.Position()
+			return HostsFile{}, fmt.Errorf("parse hosts.toml: line %d: %s", line,
+				strings.TrimPrefix(de.Error(), "toml: "))
+		}
+		return HostsFile{}, fmt.Errorf("parse hosts.toml: %w", err)
+	}
+
+	var hf HostsFile
+	if v, ok := doc["server"]; ok {
+		s, isString := v.(string)
+		if !isString {
+			return HostsFile{}, fmt.Errorf("parse hosts.toml: server is %s; want a URL string",
+				tomlType(v))
+		}
+		hf.Server = registryRoot(s)
+	}
+	if v, ok := doc["host"]; ok {
+		if _, isTable := v.(map[string]any); !isTable {
+			return HostsFile{}, fmt.Errorf("parse hosts.toml: host is %s; want a table "+
+				"of [host.\"<url>\"] tables", tomlType(v))
+		}
+	}
+
+	var p unstable.Parser
+	p.Reset(data)
+	for p.NextExpression() {
+		n := p.Expression()
+		if n.Kind != unstable.Table {
+			continue
+		}
+		parts, _, _ := keyPath(n)
+		if len(parts) < 2 || parts[0] != "host" {
+			continue
+		}
+		if u := registryRoot(parts[1]); !slices.Contains(hf.Mirrors, u) {
+			hf.Mirrors = append(hf.Mirrors, u)
+		}
+	}
+	if err := p.Error(); err != nil {
+		return HostsFile{}, fmt.Errorf("parse hosts.toml: %w", err)
+	}
+
+	hf.Managed = bytes.HasPrefix(data, []byte(managedMarker))
+	return hf, nil
+}
+
+// registryRoot drops the /v2 API suffix from a host URL.
+func registryRoot(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	host, p, hasPath := strings.Cut(rest, "/")
+	if !hasPath {
+		return u
+	}
+	p = path.Clean("/" + p)
+	if p == "/v2" {
+		return scheme + "://" + host
+	}
+	if strings.HasSuffix(p, "/v2") {
+		return scheme + "://" + host + strings.TrimSuffix(p, "/v2")
+	}
+	return u
+}

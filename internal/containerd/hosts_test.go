@@ -1,0 +1,217 @@
+package containerd
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/mirrord/mirrord/internal/spec"
+)
+
+// hostFields mirrors the fields of containerd's hostFileConfig that
+// containerd 1.5 and later read (core/remotes/docker/config/hosts.go),
+// without dial_timeout (2.1+): decoding with DisallowUnknownFields proves
+// that a file holds nothing an older containerd would choke on.
+type hostFields struct {
+	Capabilities []string       `toml:"capabilities"`
+	CACert       any            `toml:"ca"`
+	Client       any            `toml:"client"`
+	SkipVerify   *bool          `toml:"skip_verify"`
+	Header       map[string]any `toml:"header"`
+	OverridePath bool           `toml:"override_path"`
+}
+
+// hostsSchema is the document containerd decodes a hosts.toml into.
+type hostsSchema struct {
+	hostFields
+	Server      string                `toml:"server"`
+	HostConfigs map[string]hostFields `toml:"host"`
+}
+
+func mirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
+	t.Helper()
+	m, err := spec.NewMirror(raw)
+	if err != nil {
+		t.Fatalf("NewMirror(%q): %v", raw, err)
+	}
+	if len(caps) > 0 {
+		m.Capabilities = caps
+	}
+	return m
+}
+
+func TestRenderHosts(t *testing.T) {
+	env := spec.Source{Layer: spec.LayerEnv, Name: "MIRRORD_MIRRORS"}
+	file := spec.Source{Layer: spec.LayerFile, Name: "/etc/mirrord/mirrord.toml"}
+	withCA := mirror(t, "https://cache.internal.example:8443")
+	withCA.CAFile = "/etc/mirrord/ca/internal.pem"
+	insecure := mirror(t, "https://10.0.0.5:5000")
+	insecure.SkipVerify = true
+
+	tests := []struct {
+		name        string
+		reg         spec.Registry
+		wantServer  string
+		wantMirrors []string
+	}{{
+		name: "plain",
+		reg: spec.Registry{Host: "docker.io", Source: env, Mirrors: []spec.Mirror{
+			mirror(t, "https://mirror.gcr.io"), mirror(t, "http://10.0.0.9:5000")}},
+		wantServer:  "https://registry-1.docker.io",
+		wantMirrors: []string{"https://mirror.gcr.io", "http://10.0.0.9:5000"},
+	}, {
+		name: "path_mirror",
+		reg: spec.Registry{Host: "docker.io", Source: env, Mirrors: []spec.Mirror{
+			mirror(t, "https://cr.example.net/mirror/dockerhub"), mirror(t, "https://mirror.gcr.io")}},
+		wantServer:  "https://registry-1.docker.io",
+		wantMirrors: []string{"https://cr.example.net/mirror/dockerhub", "https://mirror.gcr.io"},
+	}, {
+		name: "wildcard",
+		reg: spec.Registry{Host: spec.Wildcard, Source: file, Mirrors: []spec.Mirror{
+			mirror(t, "https://pull-through.example.net")}},
+		wantMirrors: []string{"https://pull-through.example.net"},
+	}, {
+		name: "no_upstream",
+		reg: spec.Registry{Host: "quay.io", Source: file, NoUpstream: true, Mirrors: []spec.Mirror{
+			mirror(t, "https://quay-a.example.net"), mirror(t, "https://quay-b.example.net/quay")}},
+		wantServer:  "https://quay-b.example.net/quay",
+		wantMirrors: []string{"https://quay-a.example.net"},
+	}, {
+		name: "ca_and_skip_verify",
+		reg: spec.Registry{Host: "registry.k8s.io", Source: file,
+			Mirrors: []spec.Mirror{withCA, insecure}},
+		wantServer:  "https://registry.k8s.io",
+		wantMirrors: []string{"https://cache.internal.example:8443", "https://10.0.0.5:5000"},
+	}, {
+		name: "pull_only",
+		reg: spec.Registry{Host: "ghcr.io", Source: env, Mirrors: []spec.Mirror{
+			mirror(t, "https://ghcr-cache.example.net", spec.Pull)}},
+		wantServer:  "https://ghcr.io",
+		wantMirrors: []string{"https://ghcr-cache.example.net"},
+	}, {
+		name: "port_host_odd_source",
+		reg: spec.Registry{Host: "127.0.0.1:5000",
+			Source:  spec.Source{Layer: spec.LayerFlag, Name: "--mirror\nx"},
+			Mirrors: []spec.Mirror{mirror(t, "http://127.0.0.1:5001")}},
+		wantMirrors: []string{"http://127.0.0.1:5001"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := RenderHosts(tt.reg)
+			golden(t, filepath.Join("testdata/hosts", tt.name+".toml"), got)
+
+			var doc hostsSchema
+			dec := toml.NewDecoder(bytes.NewReader(got))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&doc); err != nil {
+				t.Fatalf("containerd's schema refuses the file: %v\n%s", err, got)
+			}
+			checkCapabilities(t, doc.Capabilities)
+			for _, h := range doc.HostConfigs {
+				checkCapabilities(t, h.Capabilities)
+			}
+			if bytes.Contains(got, []byte("referrers")) || bytes.Contains(got, []byte("dial_timeout")) {
+				t.Errorf("file names referrers or dial_timeout:\n%s", got)
+			}
+
+			hf, err := ParseHosts(got)
+			if err != nil {
+				t.Fatalf("ParseHosts: %v", err)
+			}
+			want := HostsFile{Server: tt.wantServer, Mirrors: tt.wantMirrors, Managed: true}
+			if diff := cmp.Diff(want, hf); diff != "" {
+				t.Errorf("ParseHosts(RenderHosts) (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// checkCapabilities fails on a capability containerd 1.x does not know.
+func checkCapabilities(t *testing.T, caps []string) {
+	t.Helper()
+	for _, c := range caps {
+		if c != "pull" && c != "resolve" && c != "push" {
+			t.Errorf("capability %q is unknown to containerd 1.x", c)
+		}
+	}
+}
+
+func TestParseHosts(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    HostsFile
+		wantErr string
+	}{{
+		name: "containerd_docs_style",
+		in: "server = \"https://registry-1.docker.io\"\n\n" +
+			"[host.\"https://mirror-b.example\"]\n  capabilities = [\"pull\"]\n" +
+			"[host.\"https://mirror-a.example/v2/\"]\n  capabilities = [\"pull\", \"resolve\"]\n" +
+			"[host.\"https://mirror-a.example/v2/\".header]\n  x-foo = \"bar\"\n",
+		want: HostsFile{Server: "https://registry-1.docker.io",
+			Mirrors: []string{"https://mirror-b.example", "https://mirror-a.example"}},
+	}, {
+		name: "override_path_kept_as_written",
+		in: "[host.\"http://m.example/v2/dockerhub\"]\n  override_path = true\n" +
+			"[host.\"http://m.example/proxy/v2\"]\n  override_path = true\n",
+		want: HostsFile{Mirrors: []string{"http://m.example/v2/dockerhub", "http://m.example/proxy"}},
+	}, {
+		name: "inline_hosts_ignored_like_containerd",
+		in:   "server = \"quay.io\"\nhost = { \"https://q.example\" = { capabilities = [\"pull\"] } }\n",
+		want: HostsFile{Server: "quay.io"},
+	}, {
+		name: "managed_header",
+		in: managedMarker + ": written from env X; edits are overwritten.\n" +
+			"server = \"https://ghcr.io\"\n",
+		want: HostsFile{Server: "https://ghcr.io", Managed: true},
+	}, {
+		name: "empty",
+		in:   "",
+		want: HostsFile{},
+	}, {
+		name:    "not_toml",
+		in:      "server = \"https://a\"\n[host.\"https://b\"\n",
+		wantErr: "parse hosts.toml: line 2: expected ']' to close table name",
+	}, {
+		name:    "server_not_a_string",
+		in:      "server = 1\n",
+		wantErr: "parse hosts.toml: server is an integer; want a URL string",
+	}, {
+		name:    "host_not_a_table",
+		in:      "host = \"x\"\n",
+		wantErr: "parse hosts.toml: host is a string; want a table",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseHosts([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseHosts error = %v; want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseHosts: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParseHosts (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestHostDir(t *testing.T) {
+	for host, want := range map[string]string{
+		"docker.io":      "docker.io",
+		"127.0.0.1:5000": "127.0.0.1:5000",
+		spec.Wildcard:    "_default",
+	} {
+		if got := HostDir(host); got != want {
+			t.Errorf("HostDir(%q) = %q; want %q", host, got, want)
+		}
+	}
+}
