@@ -1,0 +1,309 @@
+// Command mirrord writes registry mirrors into every container runtime on a
+// node, applies them with the least disruptive action and keeps them there.
+//
+// Run "mirrord help" for the commands, flags and environment variables.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/mirrord/mirrord/internal/apply"
+	"github.com/mirrord/mirrord/internal/config"
+	"github.com/mirrord/mirrord/internal/logging"
+)
+
+// Stamped at build time with -ldflags "-X main.version=... -X main.commit=...
+// -X main.date=...".
+var (
+	version = ""
+	commit  = ""
+	date    = ""
+)
+
+const usage = `mirrord: registry mirrors for containerd and dockerd on this node
+
+Usage: mirrord COMMAND [flags]
+
+Commands:
+  apply     write the mirrors into every runtime's files, report the action each runtime needs
+  plan      show what apply would change: a unified diff per file and the actions; change nothing
+  status    show the mirrors in effect per runtime, where they came from, drift and the last apply
+  revert    put back every file mirrord changed as it was before, remove what it created
+  version   print version, commit and build date
+  help      print this text
+
+Flags (every command):
+  --root DIR        every node path is under DIR (default /, or MIRRORD_ROOT)
+  --config FILE     the config file (default ROOT/etc/mirrord/mirrord.toml, or MIRRORD_CONFIG);
+                    drop-ins are read from conf.d/*.toml beside it
+  --mirrors SPEC    mirrors in the compact form; beats every other source
+  --log-level L     debug, info, warn or error (default info)
+Flags of apply:   --no-reload   write files and report actions, carry none out
+Flags of status:  --json        machine-readable output
+
+Environment:
+  MIRRORD_MIRRORS   compact form: REGISTRY=URL[,URL...] separated by ';' or newlines,
+                    e.g. docker.io=https://mirror.example.net;quay.io=https://quay.example.net
+  MIRRORD_RUNTIMES  runtimes to manage, comma-separated: containerd, docker (default: found on node)
+  MIRRORD_ROOT      as --root
+  MIRRORD_CONFIG    as --config
+  MIRRORD_METADATA  instance metadata provider; only "none" for now
+
+Precedence, lowest first: config file and drop-ins, environment, flags. A higher source
+replaces a registry's whole mirror list.
+
+Exit status: 0 success, 1 error, 2 usage.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the flags every command takes.
+type options struct {
+	root, config, mirrors, logLevel string
+	noReload, json                  bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+
+	fs := flag.NewFlagSet("mirrord "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	var o options
+	fs.StringVar(&o.root, "root", "", "")
+	fs.StringVar(&o.config, "config", "", "")
+	fs.StringVar(&o.mirrors, "mirrors", "", "")
+	fs.StringVar(&o.logLevel, "log-level", "info", "")
+	if cmd == "apply" {
+		fs.BoolVar(&o.noReload, "no-reload", false, "")
+	}
+	if cmd == "status" {
+		fs.BoolVar(&o.json, "json", false, "")
+	}
+
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version", "--version":
+		printVersion(stdout)
+		return 0
+	case "apply", "plan", "status", "revert":
+	default:
+		fmt.Fprintf(stderr, "mirrord: unknown command %q; run 'mirrord help'\n", cmd)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mirrord: unexpected argument %q; run 'mirrord help'\n", fs.Arg(0))
+		return 2
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "mirrord: --log-level %q: want debug, info, warn or error\n",
+			o.logLevel)
+		return 2
+	}
+	log := logging.New(stderr, level, logging.UnderJournal())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := dispatch(ctx, cmd, o, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "mirrord: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func dispatch(ctx context.Context, cmd string, o options, stdout io.Writer,
+	log *slog.Logger) error {
+	cfg, cfgErr := config.Load(config.Options{Root: o.root, File: o.config, Mirrors: o.mirrors})
+
+	switch cmd {
+	case "status":
+		return status(cfg, cfgErr, o, stdout)
+	case "revert":
+		if cfgErr != nil && cfg.Root == "" {
+			return cfgErr
+		}
+		return revert(ctx, cfg.Root, stdout, log)
+	}
+	if cfgErr != nil {
+		return cfgErr
+	}
+
+	switch cmd {
+	case "plan":
+		return plan(cfg, stdout, log)
+	default:
+		return applyCmd(ctx, cfg, o, stdout, log)
+	}
+}
+
+func plan(cfg config.Config, stdout io.Writer, log *slog.Logger) error {
+	p, err := apply.Build(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprint(stdout, p.Diff())
+	report(stdout, p)
+	return nil
+}
+
+func applyCmd(ctx context.Context, cfg config.Config, o options, stdout io.Writer,
+	log *slog.Logger) error {
+	p, release, err := lockedPlan(cfg.Root, func() (*apply.Plan, error) {
+		return apply.Build(cfg, log)
+	})
+	defer release()
+	if err != nil {
+		return err
+	}
+
+	if err := apply.Execute(p, "apply", log); err != nil {
+		return err
+	}
+	report(stdout, p)
+
+	// TODO(#3): carry the actions out through systemd's D-Bus API.
+	var actor apply.Actor = apply.ReportOnly{Out: stdout,
+		Why: "actions through systemd come with the systemd issue"}
+	if o.noReload {
+		actor = apply.ReportOnly{Out: stdout, Why: "--no-reload"}
+	}
+	return actor.Act(ctx, p.Actions)
+}
+
+func revert(ctx context.Context, root string, stdout io.Writer, log *slog.Logger) error {
+	p, release, err := lockedPlan(root, func() (*apply.Plan, error) { return apply.Revert(root) })
+	defer release()
+	if err != nil {
+		return err
+	}
+
+	if err := apply.Execute(p, "revert", log); err != nil {
+		return err
+	}
+	report(stdout, p)
+
+	// TODO(#3): carry the actions out through systemd's D-Bus API.
+	return apply.ReportOnly{Out: stdout,
+		Why: "actions through systemd come with the systemd issue"}.Act(ctx, p.Actions)
+}
+
+// lockedPlan builds a plan; when it changes something, it takes the lock and
+// builds it again under the lock. The caller must call release once done
+// with the plan. A plan that fails or changes nothing comes back without the
+// lock, so bad input and a no-op write nothing at all.
+func lockedPlan(root string, build func() (*apply.Plan, error)) (
+	p *apply.Plan, release func(), err error) {
+	release = func() {}
+	p, err = build()
+	if err != nil || p.Empty() {
+		return p, release, err
+	}
+
+	lock, err := apply.AcquireLock(root)
+	if err != nil {
+		return nil, release, err
+	}
+	release = func() { lock.Release() }
+	p, err = build()
+	return p, release, err
+}
+
+// report prints what a plan changes and the action each runtime needs.
+func report(stdout io.Writer, p *apply.Plan) {
+	for _, w := range p.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	if len(p.Changes) == 0 {
+		fmt.Fprintln(stdout, "no file changes")
+	}
+	for _, c := range p.Changes {
+		fmt.Fprintf(stdout, "file %s %s\n", changeVerb(c), c.Path)
+	}
+	for _, a := range p.Actions {
+		fmt.Fprintln(stdout, a.String())
+	}
+}
+
+func changeVerb(c apply.Change) string {
+	switch {
+	case c.Restore && c.New == nil:
+		return "remove"
+	case c.Restore:
+		return "restore"
+	case c.Old == nil:
+		return "create"
+	}
+	return "update"
+}
+
+func status(cfg config.Config, cfgErr error, o options, stdout io.Writer) error {
+	if cfg.Root == "" {
+		return cfgErr
+	}
+	s, err := apply.ReadStatus(cfg, cfgErr)
+	if err != nil {
+		return err
+	}
+
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	fmt.Fprint(stdout, s.String())
+	if s.Error != "" {
+		return errors.New("status incomplete: " + s.Error)
+	}
+	return nil
+}
+
+func printVersion(w io.Writer) {
+	v, c, d := version, commit, date
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "":
+				c = s.Value
+			case s.Key == "vcs.time" && d == "":
+				d = s.Value
+			}
+		}
+		if v == "" && info.Main.Version != "(devel)" {
+			v = info.Main.Version
+		}
+	}
+	fmt.Fprintf(w, "mirrord %s\ncommit %s\nbuilt %s\n", orUnknown(v), orUnknown(c),
+		orUnknown(d))
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
