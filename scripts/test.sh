@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages, containerd 2.x and crictl
+# built from the Go module proxy) and runs the whole suite: static checks,
+# unit and golden tests with the race detector, short fuzz runs, the tests on
+# real runtimes, and the benchmark figures. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "install test dependencies"
+bash scripts/install-test-deps.sh
+
+step "gofmt, go vet, staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go tool staticcheck ./...
+
+step "unit and golden tests (race detector)"
+go test -race -count=1 $(go list ./... | grep -v /test/e2e)
+
+step "fuzz targets, briefly (a longer run: see README)"
+fuzztime=${MIRRORD_FUZZTIME:-10s}
+for pkg in $(go list ./internal/...); do
+	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+	done
+done
+
+step "real runtimes: containerd 1.6 and 2.x, dockerd 20.10"
+MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
+
+step "benchmark figures"
+bash bench/run.sh
