@@ -111,7 +111,7 @@ func Load(opts Options) (Config, error) {
 			"supported yet; valid: none", m)
 	}
 
-	file, err := loadFiles(c.File)
+	file, err := loadFiles(c.File, root)
 	if err != nil {
 		return c, err
 	}
@@ -174,8 +174,10 @@ type fileLayer struct {
 
 // loadFiles reads the main file, then every drop-in in conf.d beside it in
 // lexical order; a later file replaces the registries it names. A missing
-// main file is no error: the node may be configured by other layers.
-func loadFiles(main string) (fileLayer, error) {
+// main file is no error: the node may be configured by other layers. Files
+// under root are named by their node path, so that what mirrord writes does
+// not depend on where the node is mounted.
+func loadFiles(main, root string) (fileLayer, error) {
 	paths := []string{main}
 	dropins, err := filepath.Glob(filepath.Join(filepath.Dir(main), "conf.d", "*.toml"))
 	if err != nil {
@@ -194,13 +196,13 @@ func loadFiles(main string) (fileLayer, error) {
 			return fileLayer{}, fmt.Errorf("read config %s: %w", p, err)
 		}
 
-		f, err := ParseFile(data, p)
+		f, err := ParseFile(data, nodePath(p, root))
 		if err != nil {
 			return fileLayer{}, err
 		}
 		out.spec = out.spec.Overlay(f.Spec)
 		if f.Runtimes != nil {
-			out.runtimes, out.runtimesFrom = f.Runtimes, "file "+p
+			out.runtimes, out.runtimesFrom = f.Runtimes, "file "+nodePath(p, root)
 		}
 	}
 	return out, nil
@@ -213,4 +215,13 @@ func firstOf(vals ...string) string {
 		}
 	}
 	return ""
+}
+
+// nodePath names path as the node sees it when it is under root.
+func nodePath(path, root string) string {
+	rel, err := filepath.Rel(root, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return path
+	}
+	return "/" + rel
 }

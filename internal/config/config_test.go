@@ -85,7 +85,7 @@ mirrors = ["https://dropin-quay.example.net"]
 		t.Errorf("runtimes (-want +got):\n%s", diff)
 	}
 	quay, _ := c.Spec.Lookup("quay.io")
-	if got := quay.Source.Name; got != filepath.Join(root, "etc/mirrord/conf.d/10-quay.toml") {
+	if got := quay.Source.Name; got != "/etc/mirrord/conf.d/10-quay.toml" {
 		t.Errorf("quay.io source = %q, want the drop-in", got)
 	}
 }
@@ -198,62 +198,62 @@ func TestBadInput(t *testing.T) {
 		{
 			name:    "file_syntax",
 			file:    "[registries.\"docker.io\"\nmirrors = 1\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: line 1: expected ']' to close table name`,
+			wantErr: `file /etc/mirrord/mirrord.toml: line 1: expected ']' to close table name`,
 		},
 		{
 			name:    "file_unknown_key",
 			file:    "[registries.\"docker.io\"]\nmirorrs = [\"https://m.example.net\"]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream`,
+			wantErr: `file /etc/mirrord/mirrord.toml: line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream`,
 		},
 		{
 			name:    "file_bad_url",
 			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://m.example.net?a=b\"]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: "https://m.example.net?a=b": mirror URL has a query; want http(s)://host[:port][/path] without ?`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: "https://m.example.net?a=b": mirror URL has a query; want http(s)://host[:port][/path] without ?`,
 		},
 		{
 			name:    "file_no_mirrors",
 			file:    "[registries.\"quay.io\"]\nmirrors = []\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."quay.io": registry quay.io has no mirrors; give at least one URL`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."quay.io": registry quay.io has no mirrors; give at least one URL`,
 		},
 		{
 			name:    "file_duplicate_registry",
 			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://a.example.net\"]\n[registries.\"registry-1.docker.io\"]\nmirrors = [\"https://b.example.net\"]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries: registry "docker.io" given twice (also in file ROOT/etc/mirrord/mirrord.toml); name each registry once`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries: registry "docker.io" given twice (also in file /etc/mirrord/mirrord.toml); name each registry once`,
 		},
 		{
 			name:    "file_duplicate_mirror",
 			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://a.example.net\", \"https://a.example.net/\"]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": registry docker.io: mirror "https://a.example.net" given twice; name each mirror once`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": registry docker.io: mirror "https://a.example.net" given twice; name each mirror once`,
 		},
 		{
 			name:    "file_mirror_wrong_type",
 			file:    "[registries.\"docker.io\"]\nmirrors = [42]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: 42 is a number; want a URL string or a table { url = "https://...", capabilities = [...], ca_file = "...", skip_verify = false }`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: 42 is a number; want a URL string or a table { url = "https://...", capabilities = [...], ca_file = "...", skip_verify = false }`,
 		},
 		{
 			name:    "file_mirror_unknown_key",
 			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", token = \"x\" }]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: unknown key "token"; valid: url, capabilities, ca_file, skip_verify`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: unknown key "token"; valid: url, capabilities, ca_file, skip_verify`,
 		},
 		{
 			name:    "file_bad_capability",
 			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", capabilities = [\"push\"] }]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: capabilities: capability "push" is not known; want "pull", "resolve" or both`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: capabilities: capability "push" is not known; want "pull", "resolve" or both`,
 		},
 		{
 			name:    "file_relative_ca",
 			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", ca_file = \"ca.pem\" }]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: ca_file: ca.pem: want an absolute path as a string`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: ca_file: ca.pem: want an absolute path as a string`,
 		},
 		{
 			name:    "file_bad_runtimes",
 			file:    "runtimes = [\"crio\"]\n",
-			wantErr: `file ROOT/etc/mirrord/mirrord.toml: runtimes: runtime "crio" is not known; valid: containerd, docker`,
+			wantErr: `file /etc/mirrord/mirrord.toml: runtimes: runtime "crio" is not known; valid: containerd, docker`,
 		},
 		{
 			name:    "dropin_bad_registry_name",
 			dropin:  "[registries.\"quay.io/ns\"]\nmirrors = [\"https://a.example.net\"]\n",
-			wantErr: `file ROOT/etc/mirrord/conf.d/50-bad.toml: registries."quay.io/ns": registry "quay.io/ns" is not a host; want a host such as quay.io or a host:port such as 10.0.0.5:5000`,
+			wantErr: `file /etc/mirrord/conf.d/50-bad.toml: registries."quay.io/ns": registry "quay.io/ns" is not a host; want a host such as quay.io or a host:port such as 10.0.0.5:5000`,
 		},
 	}
 
