@@ -28,7 +28,7 @@ step "fuzz targets, briefly (a longer run: see README)"
 fuzztime=${MIRRORD_FUZZTIME:-10s}
 for pkg in $(go list ./internal/...); do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 2s "$pkg"
 	done
 done
 

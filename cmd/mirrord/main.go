@@ -167,74 +167,37 @@ func plan(cfg config.Config, stdout io.Writer, log *slog.Logger) error {
 	}
 
 	fmt.Fprint(stdout, p.Diff())
-	report(stdout, p)
+	report(stdout, p, "")
 	return nil
 }
 
 func applyCmd(ctx context.Context, cfg config.Config, o options, stdout io.Writer,
 	log *slog.Logger) error {
-	p, release, err := lockedPlan(cfg.Root, func() (*apply.Plan, error) {
-		return apply.Build(cfg, log)
-	})
-	defer release()
-	if err != nil {
-		return err
-	}
-
-	if err := apply.Execute(p, "apply", log); err != nil {
-		return err
-	}
-	report(stdout, p)
-
 	// TODO(#3): carry the actions out through systemd's D-Bus API.
-	var actor apply.Actor = apply.ReportOnly{Out: stdout,
-		Why: "actions through systemd come with the systemd issue"}
+	why := "actions through systemd come with the systemd issue"
 	if o.noReload {
-		actor = apply.ReportOnly{Out: stdout, Why: "--no-reload"}
+		why = "--no-reload"
 	}
-	return actor.Act(ctx, p.Actions)
+
+	p, err := apply.Apply(ctx, cfg, apply.ReportOnly{}, log)
+	if p != nil {
+		report(stdout, p, why)
+	}
+	return err
 }
 
 func revert(ctx context.Context, root string, stdout io.Writer, log *slog.Logger) error {
-	p, release, err := lockedPlan(root, func() (*apply.Plan, error) { return apply.Revert(root) })
-	defer release()
-	if err != nil {
-		return err
-	}
-
-	if err := apply.Execute(p, "revert", log); err != nil {
-		return err
-	}
-	report(stdout, p)
-
 	// TODO(#3): carry the actions out through systemd's D-Bus API.
-	return apply.ReportOnly{Out: stdout,
-		Why: "actions through systemd come with the systemd issue"}.Act(ctx, p.Actions)
+	p, err := apply.RevertNode(ctx, root, apply.ReportOnly{}, log)
+	if p != nil {
+		report(stdout, p, "actions through systemd come with the systemd issue")
+	}
+	return err
 }
 
-// lockedPlan builds a plan; when it changes something, it takes the lock and
-// builds it again under the lock. The caller must call release once done
-// with the plan. A plan that fails or changes nothing comes back without the
-// lock, so bad input and a no-op write nothing at all.
-func lockedPlan(root string, build func() (*apply.Plan, error)) (
-	p *apply.Plan, release func(), err error) {
-	release = func() {}
-	p, err = build()
-	if err != nil || p.Empty() {
-		return p, release, err
-	}
-
-	lock, err := apply.AcquireLock(root)
-	if err != nil {
-		return nil, release, err
-	}
-	release = func() { lock.Release() }
-	p, err = build()
-	return p, release, err
-}
-
-// report prints what a plan changes and the action each runtime needs.
-func report(stdout io.Writer, p *apply.Plan) {
+// report prints what a plan changes and the action each runtime needs, and
+// why an action was not carried out when notDone says so.
+func report(stdout io.Writer, p *apply.Plan, notDone string) {
 	for _, w := range p.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
@@ -246,6 +209,11 @@ func report(stdout io.Writer, p *apply.Plan) {
 	}
 	for _, a := range p.Actions {
 		fmt.Fprintln(stdout, a.String())
+	}
+	for _, a := range p.Actions {
+		if a.Verb != apply.None && notDone != "" {
+			fmt.Fprintf(stdout, "  not carried out: %s %s (%s)\n", a.Verb, a.Unit, notDone)
+		}
 	}
 }
 

@@ -1,10 +1,6 @@
 package apply
 
-import (
-	"context"
-	"fmt"
-	"io"
-)
+import "context"
 
 // Actor carries out the actions of a Plan after Execute wrote its files. It
 // returns an error when an action failed or the runtime did not take the
@@ -13,23 +9,9 @@ type Actor interface {
 	Act(ctx context.Context, actions []Action) error
 }
 
-// ReportOnly is the Actor that carries out nothing and prints each action
-// that is not None, with why it was left undone.
-type ReportOnly struct {
-	Out io.Writer
-	Why string
-}
+// ReportOnly is the Actor that carries out nothing; the caller reports the
+// actions as not carried out, and why.
+type ReportOnly struct{}
 
-// Act prints the actions.
-func (r ReportOnly) Act(_ context.Context, actions []Action) error {
-	for _, a := range actions {
-		if a.Verb == None {
-			continue
-		}
-		if _, err := fmt.Fprintf(r.Out, "  not carried out: %s %s (%s)\n", a.Verb, a.Unit,
-			r.Why); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// Act does nothing.
+func (ReportOnly) Act(context.Context, []Action) error { return nil }

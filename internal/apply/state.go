@@ -49,6 +49,13 @@ type State struct {
 
 	// Last is the last apply or revert that changed something.
 	Last *Event `json:"last,omitempty"`
+
+	// Pending lists actions decided but not carried out because they
+	// failed; the next apply retries them.
+	Pending []Action `json:"pending,omitempty"`
+
+	// LastError says why the last actions failed, with the time.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // FileState is one file mirrord owns.

@@ -48,11 +48,16 @@ type Status struct {
 	// Error says why the spec or a runtime file could not be read; the rest
 	// of the Status then comes from the files alone.
 	Error string `json:"error,omitempty"`
-	// Drift lists owned files whose bytes differ from what mirrord wrote.
-	Drift    []string        `json:"drift,omitempty"`
-	Runtimes []RuntimeStatus `json:"runtimes"`
-	Warnings []string        `json:"warnings,omitempty"`
-	Last     *Event          `json:"last,omitempty"`
+	// Drift lists the files mirrord owns that no longer say what the spec
+	// wants: someone else changed mirrord's part of them.
+	Drift []string `json:"drift,omitempty"`
+	// PendingActions failed last time and are retried by the next apply.
+	PendingActions []Action `json:"pending_actions,omitempty"`
+	// LastError says why they failed.
+	LastError string          `json:"last_error,omitempty"`
+	Runtimes  []RuntimeStatus `json:"runtimes"`
+	Warnings  []string        `json:"warnings,omitempty"`
+	Last      *Event          `json:"last,omitempty"`
 }
 
 // RuntimeStatus is one runtime's mirrors as its files say.
@@ -80,29 +85,26 @@ func ReadStatus(cfg config.Config, cfgErr error) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Status{Root: cfg.Root, Last: st.Last}
+	s := &Status{Root: cfg.Root, Last: st.Last, PendingActions: st.Pending,
+		LastError: st.LastError}
 
 	if cfgErr == nil {
 		p, err := Build(cfg, discardLogger())
 		if err != nil {
 			cfgErr = err
 		} else {
-			s.InSync = len(p.Changes) == 0
+			s.InSync = len(p.Changes) == 0 && len(st.Pending) == 0
 			for _, c := range p.Changes {
 				s.Pending = append(s.Pending, c.Path)
+				if st.Files[c.Path] != nil && !c.Restore {
+					s.Drift = append(s.Drift, c.Path)
+				}
 			}
 			s.Warnings = p.Warnings
 		}
 	}
 	if cfgErr != nil {
 		s.Error = cfgErr.Error()
-	}
-
-	for _, nodePath := range st.owned() {
-		data, err := os.ReadFile(filepath.Join(cfg.Root, nodePath))
-		if err != nil || digest(data) != st.Files[nodePath].SHA256 {
-			s.Drift = append(s.Drift, nodePath)
-		}
 	}
 
 	runtimes := cfg.Runtimes
@@ -198,7 +200,11 @@ func dockerStatus(root string, last spec.Spec) []RegistryStatus {
 func (s *Status) String() string {
 	var b strings.Builder
 	verdict := "in sync"
-	if !s.InSync {
+	switch {
+	case len(s.PendingActions) > 0:
+		verdict = fmt.Sprintf("OUT OF SYNC: %d action(s) failed and are pending: %s",
+			len(s.PendingActions), s.LastError)
+	case !s.InSync:
 		verdict = fmt.Sprintf("OUT OF SYNC: %d file(s) would change: %s", len(s.Pending),
 			strings.Join(s.Pending, ", "))
 	}
@@ -207,7 +213,7 @@ func (s *Status) String() string {
 	}
 	fmt.Fprintf(&b, "node:     %s\n", verdict)
 	if len(s.Drift) > 0 {
-		fmt.Fprintf(&b, "drift:    %s changed since mirrord wrote them\n",
+		fmt.Fprintf(&b, "drift:    %s changed by someone else since mirrord wrote them\n",
 			strings.Join(s.Drift, ", "))
 	}
 	if s.Last != nil {
