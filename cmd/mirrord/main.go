@@ -171,26 +171,37 @@ func plan(cfg config.Config, stdout io.Writer, log *slog.Logger) error {
 	return nil
 }
 
+// newActor returns the Actor that carries out actions on the node under root,
+// a func to release it, and, when actions are only reported, why (empty when
+// they are carried out).
+func newActor(ctx context.Context, root string, noReload bool, log *slog.Logger) (
+	actor apply.Actor, closeFn func(), notDone string) {
+	if noReload {
+		return apply.ReportOnly{}, func() {}, "--no-reload"
+	}
+	// TODO(#3): carry the actions out through systemd's D-Bus API.
+	return apply.ReportOnly{}, func() {}, "actions through systemd come with the systemd issue"
+}
+
 func applyCmd(ctx context.Context, cfg config.Config, o options, stdout io.Writer,
 	log *slog.Logger) error {
-	// TODO(#3): carry the actions out through systemd's D-Bus API.
-	why := "actions through systemd come with the systemd issue"
-	if o.noReload {
-		why = "--no-reload"
-	}
+	actor, closeActor, notDone := newActor(ctx, cfg.Root, o.noReload, log)
+	defer closeActor()
 
-	p, err := apply.Apply(ctx, cfg, apply.ReportOnly{}, log)
+	p, err := apply.Apply(ctx, cfg, actor, log)
 	if p != nil {
-		report(stdout, p, why)
+		report(stdout, p, notDone)
 	}
 	return err
 }
 
 func revert(ctx context.Context, root string, stdout io.Writer, log *slog.Logger) error {
-	// TODO(#3): carry the actions out through systemd's D-Bus API.
-	p, err := apply.RevertNode(ctx, root, apply.ReportOnly{}, log)
+	actor, closeActor, notDone := newActor(ctx, root, false, log)
+	defer closeActor()
+
+	p, err := apply.RevertNode(ctx, root, actor, log)
 	if p != nil {
-		report(stdout, p, "actions through systemd come with the systemd issue")
+		report(stdout, p, notDone)
 	}
 	return err
 }
