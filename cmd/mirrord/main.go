@@ -90,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.config, "config", "", "")
 	fs.StringVar(&o.mirrors, "mirrors", "", "")
 	fs.StringVar(&o.logLevel, "log-level", "info", "")
-	if cmd == "apply" {
+	if cmd == "apply" || cmd == "watch" {
 		fs.BoolVar(&o.noReload, "no-reload", false, "")
 	}
 	if cmd == "status" {

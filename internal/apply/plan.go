@@ -314,6 +314,10 @@ func (p *Plan) restoreChange(nodePath string, f *FileState) (*Change, error) {
 	}
 	c := &Change{Path: nodePath, Runtime: runtimeOf(nodePath), Old: old, Mode: f.Mode,
 		Restore: true}
+	if exists && f.SHA256 != "" && digest(old) != f.SHA256 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s changed since mirrord wrote it; "+
+			"putting back the original drops those changes", nodePath))
+	}
 
 	if f.Created {
 		if !exists {
