@@ -38,28 +38,14 @@ type Layer string
 
 // The layers, lowest first. Legacy is the set of registry.mirrors tables that
 // mirrord moved out of containerd's config.toml; it sits below everything the
-// operator states to mirrord directly.
+// operator states to mirrord directly. Metadata is the instance's metadata.
 const (
-	LayerLegacy Layer = "legacy"
-	LayerFile   Layer = "file"
+	LayerLegacy   Layer = "legacy"
+	LayerMetadata Layer = "metadata"
+	LayerFile     Layer = "file"
 	LayerEnv    Layer = "env"
 	LayerFlag   Layer = "flag"
 )
-
-// Rank orders layers: a larger rank wins.
-func (l Layer) Rank() int {
-	switch l {
-	case LayerLegacy:
-		return 0
-	case LayerFile:
-		return 1
-	case LayerEnv:
-		return 2
-	case LayerFlag:
-		return 3
-	}
-	return -1
-}
 
 // Source says where a registry's mirror list came from: the layer and the
 // exact place in it (a file path, an environment variable, a flag).
