@@ -88,12 +88,6 @@ type Plan struct {
 	release []string
 }
 
-// Units of the runtimes.
-var units = map[config.Runtime]string{
-	config.Containerd: "containerd.service",
-	config.Docker:     "docker.service",
-}
-
 // Build computes the Plan for cfg. It reads the node and changes nothing.
 // Any runtime file it cannot parse is an error: mirrord never rewrites what
 // it does not understand.
@@ -350,7 +344,7 @@ func runtimeOf(nodePath string) config.Runtime {
 func decideActions(runtimes []config.Runtime, changes []Change) []Action {
 	var out []Action
 	for _, rt := range runtimes {
-		a := Action{Runtime: rt, Unit: units[rt], Verb: None, Reason: "nothing changed"}
+		a := Action{Runtime: rt, Unit: rt.Unit(), Verb: None, Reason: "nothing changed"}
 		for _, c := range changes {
 			if c.Runtime != rt {
 				continue

@@ -112,7 +112,7 @@ func ReadStatus(cfg config.Config, cfgErr error) (*Status, error) {
 		runtimes = DetectRuntimes(cfg.Root)
 	}
 	for _, rt := range runtimes {
-		rs := RuntimeStatus{Runtime: rt, Unit: units[rt], Registries: []RegistryStatus{}}
+		rs := RuntimeStatus{Runtime: rt, Unit: rt.Unit(), Registries: []RegistryStatus{}}
 		switch rt {
 		case config.Containerd:
 			rs.ConfigPath, rs.Registries = containerdStatus(cfg.Root, st.Spec)

@@ -38,6 +38,17 @@ const (
 	Docker     Runtime = "docker"
 )
 
+// Unit names the systemd unit that runs the runtime.
+func (r Runtime) Unit() string {
+	switch r {
+	case Containerd:
+		return "containerd.service"
+	case Docker:
+		return "docker.service"
+	}
+	return ""
+}
+
 // AllRuntimes lists every runtime mirrord knows, in the order it handles them.
 var AllRuntimes = []Runtime{Containerd, Docker}
 
