@@ -16,10 +16,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/mirrord/mirrord/internal/apply"
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/logging"
+	"github.com/mirrord/mirrord/internal/systemd"
 )
 
 // Stamped at build time with -ldflags "-X main.version=... -X main.commit=...
@@ -38,6 +40,7 @@ Commands:
   apply     write the mirrors into every runtime's files, report the action each runtime needs
   plan      show what apply would change: a unified diff per file and the actions; change nothing
   status    show the mirrors in effect per runtime, where they came from, drift and the last apply
+  watch     apply, tell systemd it is ready, then repair drift and follow changes of the sources
   revert    put back every file mirrord changed as it was before, remove what it created
   version   print version, commit and build date
   help      print this text
@@ -48,8 +51,8 @@ Flags (every command):
                     drop-ins are read from conf.d/*.toml beside it
   --mirrors SPEC    mirrors in the compact form; beats every other source
   --log-level L     debug, info, warn or error (default info)
-Flags of apply:   --no-reload   write files and report actions, carry none out
-Flags of status:  --json        machine-readable output
+Flags of apply and watch:  --no-reload  write files and report actions, carry none out
+Flags of status:           --json       machine-readable output
 
 Environment:
   MIRRORD_MIRRORS   compact form: REGISTRY=URL[,URL...] separated by ';' or newlines,
@@ -58,6 +61,8 @@ Environment:
   MIRRORD_ROOT      as --root
   MIRRORD_CONFIG    as --config
   MIRRORD_METADATA  instance metadata provider; only "none" for now
+  MIRRORD_WATCH_FIGHT  watch: repairs allowed per window before backing off, LIMIT/WINDOW
+                    (default 5/30s) or off
 
 Precedence, lowest first: config file and drop-ins, environment, flags. A higher source
 replaces a registry's whole mirror list.
@@ -104,7 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		printVersion(stdout)
 		return 0
-	case "apply", "plan", "status", "revert":
+	case "apply", "plan", "status", "revert", "watch":
 	default:
 		fmt.Fprintf(stderr, "mirrord: unknown command %q; run 'mirrord help'\n", cmd)
 		return 2
@@ -137,6 +142,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(ctx context.Context, cmd string, o options, stdout io.Writer,
 	log *slog.Logger) error {
+	if cmd == "watch" {
+		return watchCmd(ctx, o, stdout, log)
+	}
 	cfg, cfgErr := config.Load(config.Options{Root: o.root, File: o.config, Mirrors: o.mirrors})
 
 	switch cmd {
@@ -171,16 +179,41 @@ func plan(cfg config.Config, stdout io.Writer, log *slog.Logger) error {
 	return nil
 }
 
-// newActor returns the Actor that carries out actions on the node under root,
-// a func to release it, and, when actions are only reported, why (empty when
-// they are carried out).
+// newActor returns the Actor that carries out actions on the node under root
+// through systemd's D-Bus API, a func to release it, and, when actions are
+// only reported, why. With no systemd reachable under root (a copy of a node,
+// a chroot) actions are reported, not carried out; a systemd that is there
+// but refuses mirrord makes every action fail, so that they stay pending.
 func newActor(ctx context.Context, root string, noReload bool, log *slog.Logger) (
 	actor apply.Actor, closeFn func(), notDone string) {
 	if noReload {
 		return apply.ReportOnly{}, func() {}, "--no-reload"
 	}
-	// TODO(#3): carry the actions out through systemd's D-Bus API.
-	return apply.ReportOnly{}, func() {}, "actions through systemd come with the systemd issue"
+
+	dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := systemd.New(dialCtx, systemd.Options{Root: root, Log: log})
+	switch {
+	case errors.Is(err, systemd.ErrNoSystemd):
+		log.Debug("actions not carried out", "reason", err)
+		return apply.ReportOnly{}, func() {}, "no systemd reachable under " + root
+	case err != nil:
+		return failActor{err}, func() {}, ""
+	}
+	return m, m.Close, ""
+}
+
+// failActor fails every non-empty set of actions with the error that kept
+// mirrord from reaching systemd.
+type failActor struct{ err error }
+
+func (f failActor) Act(_ context.Context, actions []apply.Action) error {
+	for _, a := range actions {
+		if a.Verb != apply.None {
+			return fmt.Errorf("%s %s: %w", a.Verb, a.Unit, f.err)
+		}
+	}
+	return nil
 }
 
 func applyCmd(ctx context.Context, cfg config.Config, o options, stdout io.Writer,
