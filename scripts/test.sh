@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need (Debian packages, containerd 2.x and crictl
-# built from the Go module proxy) and runs the whole suite: static checks,
-# unit and golden tests with the race detector, short fuzz runs, the tests on
-# real runtimes, and the benchmark figures. Run as root on Debian 12.
+# built from the Go module proxy, the Debian root filesystem the systemd
+# tests boot) and runs the whole suite: static checks, unit and golden tests
+# with the race detector, short fuzz runs, the tests on real runtimes and under
+# a real systemd, and the benchmark figures. Run
+# as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -11,6 +13,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "install test dependencies"
 bash scripts/install-test-deps.sh
+bash scripts/build-rootfs.sh
 
 step "gofmt, go vet, staticcheck"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
@@ -35,5 +38,9 @@ done
 step "real runtimes: containerd 1.6 and 2.x, dockerd 20.10"
 MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 
+step "under systemd as PID 1: boot, live changes, enable --now, drift, unit security"
+MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
+
 step "benchmark figures"
 bash bench/run.sh
+bash bench/watch.sh
