@@ -20,22 +20,53 @@ func writeAtomic(path string, data []byte, mode fs.FileMode) error {
 		return fmt.Errorf("create temporary file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	crashPoint("temporary file created", path)
 
 	if err := writeAndSync(tmp, data, mode, path); err != nil {
 		return err
 	}
+	crashPoint("temporary file written and synced", path)
 
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename into place: %w", err)
 	}
+	crashPoint("renamed, directory not synced", path)
 
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	crashPoint("written", path)
+	return nil
+}
+
+// tempPattern matches the temporary files of writeAtomic for any target.
+const tempPattern = ".*.mirrord-*"
+
+// sweepTemps removes the temporary files that a writeAtomic killed before
+// its rename left in dir. The caller holds the Lock, so no other mirrord is
+// writing them. A missing directory is no error.
+func sweepTemps(dir string) error {
+	matches, err := filepath.Glob(filepath.Join(dir, tempPattern))
+	if err != nil {
+		return fmt.Errorf("sweep temporary files in %s: %w", dir, err)
+	}
+	for _, m := range matches {
+		if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sweep temporary file %s: %w", m, err)
+		}
+	}
+	return nil
 }
 
 func writeAndSync(tmp *os.File, data []byte, mode fs.FileMode, target string) error {
 	defer tmp.Close()
 
-	if _, err := tmp.Write(data); err != nil {
+	half := len(data) / 2
+	if _, err := tmp.Write(data[:half]); err != nil {
+		return fmt.Errorf("write temporary file: %w", err)
+	}
+	crashPoint("temporary file half written", target)
+	if _, err := tmp.Write(data[half:]); err != nil {
 		return fmt.Errorf("write temporary file: %w", err)
 	}
 	if err := tmp.Chmod(mode); err != nil {

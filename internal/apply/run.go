@@ -2,8 +2,11 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -49,11 +52,21 @@ func run(ctx context.Context, root, command string, actor Actor, log *slog.Logge
 	if p, err = build(); err != nil {
 		return nil, err
 	}
+	if err := p.sweepTemps(); err != nil {
+		return nil, err
+	}
+
+	// The actions go into state as pending before any file changes, so that
+	// a run killed between its writes and its actions leaves them to the
+	// next run, which would otherwise find the files in sync and do nothing.
+	p.Actions = p.pendingActions()
+	if err := p.recordIntent(p.Actions); err != nil {
+		return nil, err
+	}
 	if err := Execute(p, command, log); err != nil {
 		return nil, err
 	}
 
-	p.Actions = p.pendingActions()
 	actErr := actor.Act(ctx, p.Actions)
 	if err := p.recordActed(p.Actions, actErr); err != nil {
 		return p, err
@@ -80,6 +93,64 @@ func (p *Plan) pendingActions() []Action {
 
 func rank(v Verb) int {
 	return slices.Index([]Verb{None, Reload, Restart}, v)
+}
+
+// interrupted is the LastError of actions recorded before they ran; a run
+// that ends normally replaces it.
+const interrupted = "interrupted before its actions were carried out"
+
+// recordIntent saves actions as pending before the files change. It writes
+// nothing when no action is needed and none was pending.
+func (p *Plan) recordIntent(actions []Action) error {
+	var pending []Action
+	for _, a := range actions {
+		if a.Verb != None {
+			pending = append(pending, a)
+		}
+	}
+	if len(pending) == 0 && len(p.state.Pending) == 0 {
+		return nil
+	}
+
+	p.state.Pending = pending
+	p.state.LastError = interrupted
+	return p.state.save(p.Root)
+}
+
+// sweepTemps removes what writes killed before their rename left beside
+// the files mirrord manages and anywhere in its state directory.
+func (p *Plan) sweepTemps() error {
+	var dirs []string
+	add := func(nodePath string) {
+		d := filepath.Dir(p.node(nodePath))
+		if !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, c := range p.Changes {
+		add(c.Path)
+	}
+	for nodePath := range p.state.Files {
+		add(nodePath)
+	}
+
+	state := filepath.Join(p.Root, StateDir)
+	err := filepath.WalkDir(state, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("sweep temporary files in %s: %w", state, err)
+	}
+
+	for _, d := range dirs {
+		if err := sweepTemps(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // recordActed saves what came of the actions: nothing pending after
