@@ -43,8 +43,8 @@ const (
 	LayerLegacy   Layer = "legacy"
 	LayerMetadata Layer = "metadata"
 	LayerFile     Layer = "file"
-	LayerEnv    Layer = "env"
-	LayerFlag   Layer = "flag"
+	LayerEnv      Layer = "env"
+	LayerFlag     Layer = "flag"
 )
 
 // Source says where a registry's mirror list came from: the layer and the
