@@ -41,6 +41,9 @@ MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 step "under systemd as PID 1: boot, live changes, enable --now, drift, unit security"
 MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
 
+step "faults: a full and a read-only filesystem"
+MIRRORD_E2E=1 go test -count=1 -v -run 'DiskFull|ReadOnly' ./test/faults/
+
 step "benchmark figures"
 bash bench/run.sh
 bash bench/watch.sh
