@@ -2,8 +2,8 @@
 # Installs what the tests need (Debian packages, containerd 2.x and crictl
 # built from the Go module proxy, the Debian root filesystem the systemd
 # tests boot) and runs the whole suite: static checks, unit and golden tests
-# with the race detector, short fuzz runs, the tests on real runtimes and under
-# a real systemd, and the benchmark figures. Run
+# with the race detector, short fuzz runs, the tests on real runtimes, under
+# a real systemd and in network namespaces, and the benchmark figures. Run
 # as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,10 @@ MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
 step "faults: a full and a read-only filesystem"
 MIRRORD_E2E=1 go test -count=1 -v -run 'DiskFull|ReadOnly' ./test/faults/
 
+step "instance metadata: giving up in network namespaces"
+MIRRORD_E2E=1 go test -count=1 -v ./test/metadata/
+
 step "benchmark figures"
 bash bench/run.sh
 bash bench/watch.sh
+BENCH_RUNS=${BENCH_RUNS:-100} bash bench/metadata.sh

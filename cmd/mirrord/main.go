@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,12 +61,23 @@ Environment:
   MIRRORD_RUNTIMES  runtimes to manage, comma-separated: containerd, docker (default: found on node)
   MIRRORD_ROOT      as --root
   MIRRORD_CONFIG    as --config
-  MIRRORD_METADATA  instance metadata provider; only "none" for now
+  MIRRORD_METADATA  instance metadata provider: auto (default; picks it from cloud-init's
+                    instance data or DMI, never by probing the network), none (off), or one of
+                    gce, yandex, aws, azure, openstack, cloud-init
+  MIRRORD_METADATA_ENDPOINT  the provider's base URL, scheme://host[:port], in place of
+                    http://169.254.169.254 (for a proxy or a test)
+  MIRRORD_METADATA_TIMEOUT   bound on the whole metadata step, a Go duration (default 2s);
+                    a service that is not there, or does not answer in time, is no error
   MIRRORD_WATCH_FIGHT  watch: repairs allowed per window before backing off, LIMIT/WINDOW
                     (default 5/30s) or off
 
-Precedence, lowest first: config file and drop-ins, environment, flags. A higher source
-replaces a registry's whole mirror list.
+Instance metadata: the keys mirrord-config (a TOML document in the config file's schema)
+and mirrord-mirrors (the compact form, replacing the registries it names). apply, plan,
+status and watch read them first; watch then follows their changes. A value that does not
+parse is an error and nothing on the node changes.
+
+Precedence, lowest first: instance metadata, config file and drop-ins, environment, flags.
+A higher source replaces a registry's whole mirror list.
 
 Exit status: 0 success, 1 error, 2 usage.
 `
@@ -142,39 +154,48 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(ctx context.Context, cmd string, o options, stdout io.Writer,
 	log *slog.Logger) error {
-	if cmd == "watch" {
-		return watchCmd(ctx, o, stdout, log)
-	}
-	cfg, cfgErr := config.Load(config.Options{Root: o.root, File: o.config, Mirrors: o.mirrors})
-
 	switch cmd {
-	case "status":
-		return status(cfg, cfgErr, o, stdout)
+	case "watch":
+		return watchCmd(ctx, o, stdout, log)
 	case "revert":
-		if cfgErr != nil && cfg.Root == "" {
+		// Revert puts back what was there; no source, metadata included,
+		// has a say in it.
+		cfg, cfgErr := config.Load(config.Options{Root: o.root, File: o.config})
+		if cfg.Root == "" {
 			return cfgErr
 		}
 		return revert(ctx, cfg.Root, stdout, log)
+	}
+
+	md, mdErr := readMetadata(ctx, o.root, log)
+	cfg, cfgErr := config.Load(config.Options{Root: o.root, File: o.config, Mirrors: o.mirrors,
+		Metadata: md.values})
+	if mdErr != nil {
+		cfgErr = mdErr
+	}
+
+	if cmd == "status" {
+		return status(cfg, cfgErr, md, o, stdout)
 	}
 	if cfgErr != nil {
 		return cfgErr
 	}
 
-	switch cmd {
-	case "plan":
-		return plan(cfg, stdout, log)
-	default:
-		return applyCmd(ctx, cfg, o, stdout, log)
+	if cmd == "plan" {
+		return plan(cfg, md, stdout, log)
 	}
+	logMetadataUse(log, cfg)
+	return applyCmd(ctx, cfg, o, stdout, log)
 }
 
-func plan(cfg config.Config, stdout io.Writer, log *slog.Logger) error {
+func plan(cfg config.Config, md metaStep, stdout io.Writer, log *slog.Logger) error {
 	p, err := apply.Build(cfg, log)
 	if err != nil {
 		return err
 	}
 
 	fmt.Fprint(stdout, p.Diff())
+	newMetadataReport(md, cfg).write(stdout)
 	report(stdout, p, "")
 	return nil
 }
@@ -273,7 +294,14 @@ func changeVerb(c apply.Change) string {
 	return "update"
 }
 
-func status(cfg config.Config, cfgErr error, o options, stdout io.Writer) error {
+// statusJSON is the status --json prints: the node's Status and the
+// metadata layer.
+type statusJSON struct {
+	*apply.Status
+	Metadata metadataReport `json:"metadata"`
+}
+
+func status(cfg config.Config, cfgErr error, md metaStep, o options, stdout io.Writer) error {
 	if cfg.Root == "" {
 		return cfgErr
 	}
@@ -281,13 +309,19 @@ func status(cfg config.Config, cfgErr error, o options, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
+	mr := newMetadataReport(md, cfg)
 
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return enc.Encode(statusJSON{Status: s, Metadata: mr})
 	}
-	fmt.Fprint(stdout, s.String())
+
+	// The metadata lines go under the verdict, the first line.
+	head, rest, _ := strings.Cut(s.String(), "\n")
+	fmt.Fprintln(stdout, head)
+	mr.write(stdout)
+	fmt.Fprint(stdout, rest)
 	if s.Error != "" {
 		return errors.New("status incomplete: " + s.Error)
 	}

@@ -246,11 +246,14 @@ func TestStatus(t *testing.T) {
 // one-line error and that no file on the node changed.
 func TestBadInputChangesNothing(t *testing.T) {
 	tests := []struct {
-		name    string
-		env     map[string]string
-		args    []string
-		files   map[string]string
-		wantErr string
+		name  string
+		env   map[string]string
+		args  []string
+		files map[string]string
+		// metadata, when set, is served as GCE instance attributes by an
+		// emulator on loopback that MIRRORD_METADATA* point at.
+		metadata map[string]string
+		wantErr  string
 	}{
 		{
 			name:    "env_mirrors",
@@ -283,6 +286,51 @@ func TestBadInputChangesNothing(t *testing.T) {
 			wantErr: `docker config /etc/docker/daemon.json: parse daemon.json: `,
 		},
 		{
+			name:     "metadata_mirrors",
+			metadata: map[string]string{"mirrord-mirrors": "docker.io=ftp://m.example.net"},
+			wantErr:  `metadata gce instance attribute mirrord-mirrors: value "docker.io=ftp://m.example.net": registry docker.io: mirror "ftp://m.example.net": mirror URL scheme "ftp" is not supported; want http:// or https://`,
+		},
+		{
+			name: "metadata_mirrors_beside_good_config",
+			metadata: map[string]string{
+				"mirrord-config":  "[registries.\"quay.io\"]\nmirrors = [\"https://q.example.net\"]\n",
+				"mirrord-mirrors": "ghcr.io=https://g.example.net;ghcr.io=https://h.example.net",
+			},
+			wantErr: `metadata gce instance attribute mirrord-mirrors: value "ghcr.io=https://g.example.net;ghcr.io=https://h.example.net": registry "ghcr.io" given twice (also in metadata gce instance attribute mirrord-mirrors); name each registry once`,
+		},
+		{
+			name:     "metadata_config_syntax",
+			metadata: map[string]string{"mirrord-config": "[registries.\"docker.io\"\n"},
+			wantErr:  `metadata gce instance attribute mirrord-config: value "[registries.\"docker.io\"\n": line 1: expected ']' to close table name; want a TOML document in the schema of /etc/mirrord/mirrord.toml`,
+		},
+		{
+			name:     "metadata_config_schema",
+			metadata: map[string]string{"mirrord-config": "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://m.example.net\", token = \"t\" }]\n"},
+			wantErr:  `metadata gce instance attribute mirrord-config: value "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://m.example.net\", tok"... (84 bytes in all): registries."docker.io": mirrors[0]: unknown key "token"; valid: url, capabilities, ca_file, skip_verify`,
+		},
+		{
+			name: "metadata_config_long",
+			metadata: map[string]string{"mirrord-config": "# " + strings.Repeat("-", 100) +
+				"\nruntimes = [\"podman\"]\n"},
+			wantErr: `metadata gce instance attribute mirrord-config: value "# ----------------------------------------------------------------------"... (125 bytes in all): runtimes: runtime "podman" is not known; valid: containerd, docker`,
+		},
+		{
+			name:    "metadata_provider_unknown",
+			env:     map[string]string{"MIRRORD_METADATA": "hetzner"},
+			wantErr: `env MIRRORD_METADATA: "hetzner": unknown provider; valid: auto, none, gce, yandex, aws, azure, openstack, cloud-init`,
+		},
+		{
+			name:    "metadata_timeout",
+			env:     map[string]string{"MIRRORD_METADATA_TIMEOUT": "2"},
+			wantErr: `env MIRRORD_METADATA_TIMEOUT: "2": want a positive Go duration such as 2s or 500ms`,
+		},
+		{
+			name:    "metadata_cloud_init_malformed",
+			env:     map[string]string{"MIRRORD_METADATA": "cloud-init"},
+			files:   map[string]string{"run/cloud-init/instance-data.json": "{\"v1\": "},
+			wantErr: `read instance metadata: cloud-init: decode ROOT/run/cloud-init/instance-data.json: unexpected end of JSON input`,
+		},
+		{
 			name: "docker_unit_flag",
 			files: map[string]string{"lib/systemd/system/docker.service": "[Service]\n" +
 				"ExecStart=/usr/bin/dockerd -H fd:// --registry-mirror=https://m.example.net\n"},
@@ -303,6 +351,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tt.metadata != nil {
+				serveMetadata(t, "gce", tt.metadata)
+			}
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
@@ -321,6 +372,21 @@ func TestBadInputChangesNothing(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(root, "var/lib/mirrord/state.json")); err == nil {
 				t.Error("state.json written despite the error")
 			}
+
+			// Plan and status read the metadata too, and fail the same way.
+			if tt.metadata == nil {
+				return
+			}
+			for _, cmd := range []string{"plan", "status"} {
+				code, out, errOut := mirrord(t, cmd, "--root", root)
+				if code != 1 || !strings.Contains(errOut, tt.wantErr) {
+					t.Errorf("%s: exit %d, stderr %s; want 1 and the error", cmd, code, errOut)
+				}
+				if cmd == "status" && !strings.Contains(out, "node:     UNKNOWN: "+tt.wantErr) {
+					t.Errorf("status does not give the error as its verdict:\n%s", out)
+				}
+			}
+			assertSame(t, before, snapshot(t, root))
 		})
 	}
 }

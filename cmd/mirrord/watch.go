@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
+	"github.com/mirrord/mirrord/internal/metadata"
 	"github.com/mirrord/mirrord/internal/watch"
 )
 
@@ -31,17 +35,43 @@ type verifier interface {
 	Verify(ctx context.Context, runtimes []config.Runtime) error
 }
 
+// reasonMetadata is the reason of a pass asked for by a change of the
+// instance's metadata.
+const reasonMetadata = "metadata"
+
 // watchCmd applies, tells systemd it is ready, then keeps the node in line:
-// a pass on every change in the directories mirrord owns or reads, on
-// SIGHUP and every 5 minutes. A pass that fails (a spec that does not
-// parse, a runtime file mirrord does not understand) is logged and the
-// node keeps its files. It returns on SIGINT or SIGTERM (ctx).
+// a pass on every change in the directories mirrord owns or reads, on each
+// change of the instance's metadata, on SIGHUP and every 5 minutes. A pass
+// that fails (a spec that does not parse, a metadata value that is not
+// valid, a runtime file mirrord does not understand) is logged and the node
+// keeps its files. It returns on SIGINT or SIGTERM (ctx).
+//
+// The metadata is read once before the first pass; a failure there other
+// than "nothing to take" ends the watch with an error before anything is
+// written (systemd starts it again). After the first pass a metadata.Watcher
+// follows the values until ctx ends; an unreachable service is retried
+// there and never drops the values in place.
 func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) error {
-	opts := config.Options{Root: o.root, File: o.config, Mirrors: o.mirrors}
-	cfg, cfgErr := config.Load(opts)
+	md, err := readMetadata(ctx, o.root, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while reading: nothing was done
+		}
+		return err
+	}
+	// The values the passes layer in; the follower replaces them.
+	var current atomic.Pointer[metadata.Values]
+	current.Store(md.values)
+	opts := func() config.Options {
+		return config.Options{Root: o.root, File: o.config, Mirrors: o.mirrors,
+			Metadata: current.Load()}
+	}
+
+	cfg, cfgErr := config.Load(opts())
 	if cfg.Root == "" {
 		return cfgErr
 	}
+	logMetadataUse(log, cfg)
 	fightLimit, fightWindow, err := parseFight(os.Getenv(fightEnv))
 	if err != nil {
 		return err
@@ -60,6 +90,10 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 		log.Info("actions are reported, not carried out", "why", notDone)
 	}
 
+	// SIGHUP and a change of metadata both ask for a pass through reload,
+	// the loop's one way in from outside; each marks itself first so that
+	// the pass can tell which it was.
+	var hupPending, mdPending atomic.Bool
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -70,21 +104,37 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 			case <-ctx.Done():
 				return
 			case <-hup:
-				select {
-				case reload <- struct{}{}:
-				default: // one is waiting already
-				}
+				hupPending.Store(true)
+				poke(reload)
 			}
 		}
 	}()
+
+	// The follower starts after the first pass and ends with ctx; the
+	// watch waits for it on the way out.
+	var follower sync.WaitGroup
+	defer follower.Wait()
+	var startFollower sync.Once
+	follow := func() {
+		follower.Add(1)
+		go func() {
+			defer follower.Done()
+			followMetadata(ctx, md, &current, &mdPending, reload, log)
+		}()
+	}
 
 	// The last load, for Status; only the loop's goroutines touch them, one
 	// at a time (a pass ends before Status is called).
 	var proofErr error
 	verifyDue := true
 	pass := func(ctx context.Context, reason string) ([]string, error) {
+		defer startFollower.Do(follow)
+		if reason == watch.ReasonReload {
+			reason = reloadReason(&hupPending, &mdPending)
+		}
 		verifyDue = verifyDue || reason == watch.ReasonReload
-		cfg, cfgErr = config.Load(opts)
+
+		cfg, cfgErr = config.Load(opts())
 		if cfgErr != nil {
 			return nil, fmt.Errorf("read spec: %w", cfgErr)
 		}
@@ -135,6 +185,62 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 		return fmt.Errorf("watch: %w", err)
 	}
 	return nil
+}
+
+// poke asks for a pass through reload, unless one is asked for already.
+func poke(reload chan<- struct{}) {
+	select {
+	case reload <- struct{}{}:
+	default: // one is waiting already
+	}
+}
+
+// reloadReason names what asked for a reload pass: SIGHUP ("reload"), a
+// change of metadata ("metadata"), or both.
+func reloadReason(hup, md *atomic.Bool) string {
+	h, m := hup.Swap(false), md.Swap(false)
+	switch {
+	case m && h:
+		return watch.ReasonReload + " and " + reasonMetadata
+	case m:
+		return reasonMetadata
+	}
+	return watch.ReasonReload
+}
+
+// followMetadata follows the instance's metadata from what the first read
+// gave until ctx ends. Each change replaces the values in current (nil
+// when both keys are gone), marks pending and asks for a pass through
+// reload; the pass parses the values, and one that is not valid fails the
+// pass and leaves the node's files alone. With no provider to follow
+// (metadata off, none detected) it returns at once.
+func followMetadata(ctx context.Context, md metaStep, current *atomic.Pointer[metadata.Values],
+	pending *atomic.Bool, reload chan<- struct{}, log *slog.Logger) {
+	w, err := metadata.NewWatcher(md.opts, md.first)
+	if errors.Is(err, metadata.ErrNoMetadata) {
+		log.Debug("instance metadata not followed", "reason", err)
+		return
+	}
+	if err != nil {
+		log.Error("instance metadata not followed", "err", err)
+		return
+	}
+	log.Debug("following instance metadata", "provider", md.first.Provider)
+
+	for {
+		v, err := w.Next(ctx)
+		if err != nil {
+			return // ctx ended: the watch is stopping
+		}
+
+		if v.Empty() {
+			current.Store(nil)
+		} else {
+			current.Store(&v)
+		}
+		pending.Store(true)
+		poke(reload)
+	}
 }
 
 // fightEnv tunes the watch's fight protection: more than LIMIT repairs

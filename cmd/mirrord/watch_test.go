@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/logging"
+	"github.com/mirrord/mirrord/internal/metadata"
 )
 
 type syncBuffer struct {
@@ -245,5 +247,102 @@ func TestWatchDirs(t *testing.T) {
 		"/etc/mirrord", "/etc/mirrord/conf.d", "/etc/containerd/certs.d/quay.io"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("watched directories (-want +got):\n%s", diff)
+	}
+}
+
+// TestWatchMetadata runs the watch with GCE metadata emulated on loopback
+// and changes the attribute under it: a change re-applies, an invalid value
+// is logged and leaves the files, removing the key releases its registry.
+func TestWatchMetadata(t *testing.T) {
+	clearEnv(t)
+	root := node(t)
+	set := serveMetadata(t, metadata.GCE, map[string]string{
+		metadata.KeyMirrors: "ghcr.io=https://ghcr-md.example.net",
+	})
+	var logs syncBuffer
+	log := logging.New(&logs, slog.LevelDebug, false)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- watchCmd(ctx, options{root: root, noReload: true, logLevel: "debug"}, nil, log)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("watch: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("watch did not stop 5s after cancel")
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+
+	ghcr := filepath.Join(root, "etc/containerd/certs.d/ghcr.io/hosts.toml")
+	eventually(t, "first pass wrote "+ghcr, func() bool {
+		return strings.Contains(read(t, ghcr), "https://ghcr-md.example.net")
+	})
+	eventually(t, "the follower started", func() bool {
+		return strings.Contains(logs.String(), "following instance metadata")
+	})
+
+	t.Run("change", func(t *testing.T) {
+		set(metadata.KeyMirrors, "ghcr.io=https://ghcr-md2.example.net")
+		eventually(t, "ghcr.io/hosts.toml re-applied", func() bool {
+			return strings.Contains(read(t, ghcr), "https://ghcr-md2.example.net")
+		})
+		// The file is in place a moment before its log line.
+		eventually(t, "a pass with reason metadata in the log", func() bool {
+			return strings.Contains(logs.String(), "pass=metadata")
+		})
+	})
+
+	t.Run("invalid", func(t *testing.T) {
+		want := read(t, ghcr)
+		set(metadata.KeyMirrors, "ghcr.io=ftp://ghcr-md3.example.net")
+		eventually(t, "the error is logged", func() bool {
+			return strings.Contains(logs.String(), "pass failed") &&
+				strings.Contains(logs.String(), "metadata gce instance attribute "+
+					"mirrord-mirrors: value")
+		})
+		if read(t, ghcr) != want {
+			t.Errorf("an invalid value changed the node")
+		}
+	})
+
+	t.Run("removed", func(t *testing.T) {
+		set(metadata.KeyMirrors, "")
+		eventually(t, "ghcr.io/hosts.toml released", func() bool {
+			_, err := os.Stat(ghcr)
+			return errors.Is(err, os.ErrNotExist)
+		})
+	})
+}
+
+func TestReloadReason(t *testing.T) {
+	tests := []struct {
+		hup, md bool
+		want    string
+	}{
+		{false, false, "reload"},
+		{true, false, "reload"},
+		{false, true, "metadata"},
+		{true, true, "reload and metadata"},
+	}
+	for _, tt := range tests {
+		var hup, md atomic.Bool
+		hup.Store(tt.hup)
+		md.Store(tt.md)
+		if got := reloadReason(&hup, &md); got != tt.want {
+			t.Errorf("reloadReason(hup %v, metadata %v) = %q, want %q", tt.hup, tt.md, got,
+				tt.want)
+		}
+		if hup.Load() || md.Load() {
+			t.Errorf("reloadReason left a mark set")
+		}
 	}
 }

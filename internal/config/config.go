@@ -1,11 +1,16 @@
 // Package config resolves mirrord's desired state from its layered sources
 // into one validated Config.
 //
-// Layers, lowest first: the config file and its drop-ins, the environment
-// (MIRRORD_*), then command-line flags. A registry named by a higher layer
-// takes its whole mirror list from that layer; registries it does not name
-// keep theirs. Instance metadata, the lowest layer of DESIGN.md, is not read
-// yet: MIRRORD_METADATA accepts only "none".
+// Layers, lowest first: instance metadata, the config file and its
+// drop-ins, the environment (MIRRORD_*), then command-line flags. A
+// registry named by a higher layer takes its whole mirror list from that
+// layer; registries it does not name keep theirs.
+//
+// Instance metadata comes to Load already read (Options.Metadata, from
+// metadata.Fetch): Load itself does no network I/O. Within the metadata
+// layer the TOML document of the key mirrord-config is the base and the
+// compact form of mirrord-mirrors replaces the registries it names.
+// MetadataOptions turns the environment into the options of that fetch.
 //
 // Load fails on any invalid input, naming the source, the key and the value
 // and saying what would be valid; a failed Load has read files but changed
@@ -16,13 +21,18 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/mirrord/mirrord/internal/metadata"
 	"github.com/mirrord/mirrord/internal/spec"
 )
 
@@ -62,6 +72,9 @@ type Options struct {
 	// Mirrors is the --mirrors flag in the compact form; it is the highest
 	// layer.
 	Mirrors string
+	// Metadata holds the values read from the instance's metadata, the
+	// lowest layer; nil (or values with neither key set) means none.
+	Metadata *metadata.Values
 }
 
 // Config is the resolved, validated desired state.
@@ -77,15 +90,46 @@ type Config struct {
 	Runtimes []Runtime
 	// RuntimesFrom says which source set Runtimes.
 	RuntimesFrom string
+	// MetadataProvider names the provider whose values Load took, or ""
+	// when it took none.
+	MetadataProvider string
+	// MetadataKeys lists the metadata keys Load took, mirrord-config first.
+	MetadataKeys []MetadataKey
+}
+
+// MetadataKey is one metadata key Load took a layer from. It never holds
+// the value, which may be long; plan and status show this instead.
+type MetadataKey struct {
+	// Key is metadata.KeyConfig or metadata.KeyMirrors.
+	Key string `json:"key"`
+	// Source says where the value came from, e.g. "gce instance attribute
+	// mirrord-mirrors"; registries taken from it carry it as their
+	// source's name, in the metadata layer.
+	Source string `json:"source"`
+	// Bytes is the length of the value.
+	Bytes int `json:"bytes"`
+	// Registries lists the registry hosts the value names, sorted as in a
+	// Spec; higher layers may replace some of them.
+	Registries []string `json:"registries"`
+	// Runtimes is true when the value (a mirrord-config) sets runtimes.
+	Runtimes bool `json:"runtimes,omitempty"`
 }
 
 // Env is the environment mirrord reads, all prefixed MIRRORD_.
 type Env struct {
-	Mirrors  string `envconfig:"MIRRORS"`
-	Runtimes string `envconfig:"RUNTIMES"`
-	Root     string `envconfig:"ROOT"`
-	Config   string `envconfig:"CONFIG"`
+	Mirrors  string `envconfig:"MIRRORS"`  // the compact form
+	Runtimes string `envconfig:"RUNTIMES"` // runtimes to manage, comma-separated
+	Root     string `envconfig:"ROOT"`     // as --root
+	Config   string `envconfig:"CONFIG"`   // as --config
+
+	// Metadata is the metadata provider: "auto" (or empty), "none", or a
+	// name in metadata.Providers.
 	Metadata string `envconfig:"METADATA"`
+	// MetadataEndpoint replaces the provider's link-local base URL.
+	MetadataEndpoint string `envconfig:"METADATA_ENDPOINT"`
+	// MetadataTimeout bounds the metadata step, as a Go duration; it is
+	// read as text so that a bad value gets mirrord's own error.
+	MetadataTimeout string `envconfig:"METADATA_TIMEOUT"`
 }
 
 // ReadEnv reads the MIRRORD_* variables.
@@ -95,6 +139,53 @@ func ReadEnv() (Env, error) {
 		return Env{}, fmt.Errorf("read environment: %w", err)
 	}
 	return e, nil
+}
+
+// ResolveRoot returns the absolute root every node path is under:
+// flagRoot (--root) when set, else MIRRORD_ROOT, else "/".
+func ResolveRoot(flagRoot string, env Env) (string, error) {
+	root := firstOf(flagRoot, env.Root, "/")
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("resolve root %s: %w", root, err)
+	}
+	return abs, nil
+}
+
+// MetadataOptions returns the options of the metadata step for the node
+// under root: the provider from MIRRORD_METADATA ("auto" when unset), the
+// base URL from MIRRORD_METADATA_ENDPOINT, the bound from
+// MIRRORD_METADATA_TIMEOUT (a Go duration; metadata.DefaultTimeout when
+// unset). Its errors name the variable and its value and say what would be
+// valid. log receives the metadata package's logs.
+func MetadataOptions(env Env, root string, log *slog.Logger) (metadata.Options, error) {
+	o := metadata.Options{Root: root, Log: log}
+
+	o.Provider = strings.ToLower(strings.TrimSpace(env.Metadata))
+	if o.Provider == "" {
+		o.Provider = "auto"
+	}
+	if !slices.Contains(metadata.Providers, o.Provider) {
+		return o, fmt.Errorf("env MIRRORD_METADATA: %q: unknown provider; valid: %s",
+			env.Metadata, strings.Join(metadata.Providers, ", "))
+	}
+
+	o.Endpoint = strings.TrimSpace(env.MetadataEndpoint)
+	if o.Endpoint != "" {
+		if err := (metadata.Options{Endpoint: o.Endpoint}).Validate(); err != nil {
+			return o, fmt.Errorf("env MIRRORD_METADATA_ENDPOINT: %w", err)
+		}
+	}
+
+	if t := strings.TrimSpace(env.MetadataTimeout); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d <= 0 {
+			return o, fmt.Errorf("env MIRRORD_METADATA_TIMEOUT: %q: want a positive Go "+
+				"duration such as 2s or 500ms", env.MetadataTimeout)
+		}
+		o.Timeout = d
+	}
+	return o, nil
 }
 
 // Load resolves the Config from opts, the environment and the config file.
@@ -107,26 +198,29 @@ func Load(opts Options) (Config, error) {
 		return Config{}, err
 	}
 
-	root := firstOf(opts.Root, env.Root, "/")
-	root, err = filepath.Abs(root)
+	root, err := ResolveRoot(opts.Root, env)
 	if err != nil {
-		return Config{}, fmt.Errorf("resolve root %s: %w", root, err)
+		return Config{}, err
 	}
 	c := Config{Root: root, File: filepath.Join(root, DefaultFile)}
 	if f := firstOf(opts.File, env.Config); f != "" {
 		c.File = f
 	}
 
-	if m := env.Metadata; m != "" && m != "none" {
-		return c, fmt.Errorf("env MIRRORD_METADATA: %q: instance metadata is not "+
-			"supported yet; valid: none", m)
+	meta, keys, err := metadataLayer(opts.Metadata)
+	if err != nil {
+		return c, err
+	}
+	c.Spec, c.Runtimes, c.RuntimesFrom = meta.spec, meta.runtimes, meta.runtimesFrom
+	if len(keys) > 0 {
+		c.MetadataProvider, c.MetadataKeys = opts.Metadata.Provider, keys
 	}
 
 	file, err := loadFiles(c.File, root)
 	if err != nil {
 		return c, err
 	}
-	c.Spec = file.spec
+	c.Spec = c.Spec.Overlay(file.spec)
 	if file.runtimes != nil {
 		c.Runtimes, c.RuntimesFrom = file.runtimes, file.runtimesFrom
 	}
@@ -156,6 +250,104 @@ func Load(opts Options) (Config, error) {
 		c.Spec = c.Spec.Overlay(s)
 	}
 	return c, nil
+}
+
+// metadataLayer parses the metadata values into the lowest layer: the TOML
+// document of mirrord-config as the base, then the compact form of
+// mirrord-mirrors, which replaces the registries it names.
+//
+// mirrord-config is read with the file's whole schema, runtimes included:
+// a node group may say in its metadata which runtimes mirrord manages, as
+// a file would, and the file and MIRRORD_RUNTIMES override it. An invalid
+// value is an error that names the provider, the key and the value.
+func metadataLayer(v *metadata.Values) (fileLayer, []MetadataKey, error) {
+	var out fileLayer
+	if v == nil || v.Empty() {
+		return out, nil, nil
+	}
+
+	var keys []MetadataKey
+	if len(v.Config) > 0 {
+		src := metadataSource(v, metadata.KeyConfig)
+		f, err := parseDoc(v.Config, src)
+		if err != nil {
+			return fileLayer{}, nil, metadataError(src, string(v.Config), err)
+		}
+		out.spec = f.Spec
+		if f.Runtimes != nil {
+			out.runtimes, out.runtimesFrom = f.Runtimes, src.String()
+		}
+		keys = append(keys, MetadataKey{Key: metadata.KeyConfig, Source: src.Name,
+			Bytes: len(v.Config), Registries: hosts(f.Spec), Runtimes: f.Runtimes != nil})
+	}
+
+	if v.Mirrors != "" {
+		src := metadataSource(v, metadata.KeyMirrors)
+		s, err := spec.ParseCompact(v.Mirrors, src)
+		if err != nil {
+			return fileLayer{}, nil, metadataError(src, v.Mirrors, err)
+		}
+		out.spec = out.spec.Overlay(s)
+		keys = append(keys, MetadataKey{Key: metadata.KeyMirrors, Source: src.Name,
+			Bytes: len(v.Mirrors), Registries: hosts(s)})
+	}
+	return out, keys, nil
+}
+
+// metadataSource is the source of the registries taken from key, named as
+// the provider placed it ("gce instance attribute mirrord-mirrors").
+func metadataSource(v *metadata.Values, key string) spec.Source {
+	name := v.Source[key]
+	if name == "" {
+		name = strings.TrimSpace(v.Provider + " " + key)
+	}
+	return spec.Source{Layer: spec.LayerMetadata, Name: name}
+}
+
+// clipAt is how many characters of a bad metadata value an error shows.
+const clipAt = 72
+
+// metadataError names the source (provider and key) and the value, with
+// any credentials in URLs masked and a long value clipped, before err,
+// which says what is wrong and what would be valid.
+func metadataError(src spec.Source, value string, err error) error {
+	var de *decodeError
+	if errors.As(err, &de) && de.needsHint {
+		err = fmt.Errorf("%w; want a TOML document in the schema of %s", err, DefaultFile)
+	}
+
+	shown := []rune(maskCredentials(value))
+	quoted := strconv.Quote(string(shown))
+	if len(shown) > clipAt {
+		quoted = fmt.Sprintf("%s... (%d bytes in all)", strconv.Quote(string(shown[:clipAt])),
+			len(value))
+	}
+	return &maskedError{fmt.Errorf("%s: value %s: %w", src, quoted, err)}
+}
+
+// urlCredentials matches the user information of a URL, up to its '@'.
+var urlCredentials = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s"\\]+@`)
+
+// maskCredentials replaces the user information of every URL in s: a
+// mirror URL never may carry credentials, and the refusal must not show
+// them.
+func maskCredentials(s string) string {
+	return urlCredentials.ReplaceAllString(s, "${1}xxxxx@")
+}
+
+// maskedError is err with credentials in URLs masked in its text.
+type maskedError struct{ err error }
+
+func (e *maskedError) Error() string { return maskCredentials(e.err.Error()) }
+func (e *maskedError) Unwrap() error { return e.err }
+
+// hosts lists the registry hosts of s in its order.
+func hosts(s spec.Spec) []string {
+	out := make([]string, 0, len(s.Registries))
+	for _, r := range s.Registries {
+		out = append(out, r.Host)
+	}
+	return out
 }
 
 // ParseRuntimes checks runtime names and returns them without duplicates.

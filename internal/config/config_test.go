@@ -186,11 +186,6 @@ func TestBadInput(t *testing.T) {
 			wantErr: `env MIRRORD_RUNTIMES: runtime "podman" is not known; valid: containerd, docker`,
 		},
 		{
-			name:    "env_metadata",
-			env:     map[string]string{"MIRRORD_METADATA": "gce"},
-			wantErr: `env MIRRORD_METADATA: "gce": instance metadata is not supported yet; valid: none`,
-		},
-		{
 			name:    "flag_bad_url",
 			flag:    "quay.io=quay-mirror",
 			wantErr: `flag --mirrors: registry quay.io: mirror "quay-mirror": mirror URL scheme "" is not supported; want http:// or https://`,

@@ -44,34 +44,45 @@ var mirrorKeys = []string{"url", "capabilities", "ca_file", "skip_verify"}
 // ParseFile parses one config file or drop-in; path names it in errors and
 // in the source of every registry it defines.
 func ParseFile(data []byte, path string) (File, error) {
+	f, err := parseDoc(data, spec.Source{Layer: spec.LayerFile, Name: path})
+	if err != nil {
+		return File{}, fmt.Errorf("file %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// parseDoc parses a document in the file's schema, from a file or from
+// metadata; every registry it defines carries src. Its errors name the key
+// at fault but not the document, which the caller names. A document that
+// is no TOML, or does not fit the schema's types, gives a *decodeError.
+func parseDoc(data []byte, src spec.Source) (File, error) {
 	var doc fileDoc
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
-		return File{}, fmt.Errorf("file %s: %s", path, describeDecodeError(err))
+		return File{}, newDecodeError(err)
 	}
 
 	var f File
 	if doc.Runtimes != nil {
 		rs, err := ParseRuntimes(*doc.Runtimes)
 		if err != nil {
-			return File{}, fmt.Errorf("file %s: runtimes: %w", path, err)
+			return File{}, fmt.Errorf("runtimes: %w", err)
 		}
 		f.Runtimes = rs
 	}
 
-	src := spec.Source{Layer: spec.LayerFile, Name: path}
 	var rs []spec.Registry
 	for _, name := range sortedKeys(doc.Registries) {
 		key := fmt.Sprintf("registries.%q", name)
 		r, err := parseRegistry(name, doc.Registries[name], src)
 		if err != nil {
-			return File{}, fmt.Errorf("file %s: %s: %w", path, key, err)
+			return File{}, fmt.Errorf("%s: %w", key, err)
 		}
 		rs = append(rs, r)
 	}
 	s, err := spec.New(rs)
 	if err != nil {
-		return File{}, fmt.Errorf("file %s: registries: %w", path, err)
+		return File{}, fmt.Errorf("registries: %w", err)
 	}
 	f.Spec = s
 	return f, nil
@@ -194,22 +205,38 @@ func tomlType(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// describeDecodeError turns go-toml's errors into one line with the line
-// number and, for unknown keys, the keys that are valid.
-func describeDecodeError(err error) string {
+// decodeError is a document that go-toml could not decode: not TOML, an
+// unknown key, or a value of the wrong type. Its text is one line with the
+// line number.
+type decodeError struct {
+	msg string
+	// needsHint is true when the text does not already say what is valid:
+	// anything but an unknown key.
+	needsHint bool
+	err       error
+}
+
+func (e *decodeError) Error() string { return e.msg }
+func (e *decodeError) Unwrap() error { return e.err }
+
+// newDecodeError turns go-toml's errors into one line with the line number
+// and, for unknown keys, the keys that are valid.
+func newDecodeError(err error) *decodeError {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) && len(strict.Errors) > 0 {
 		e := strict.Errors[0]
 		row, _ := e.Position()
-		return fmt.Sprintf("line %d: unknown key %q; valid: runtimes, registries.\"HOST\".mirrors, "+
-			"registries.\"HOST\".upstream", row, strings.Join(e.Key(), "."))
+		return &decodeError{err: err, msg: fmt.Sprintf("line %d: unknown key %q; valid: "+
+			"runtimes, registries.\"HOST\".mirrors, registries.\"HOST\".upstream", row,
+			strings.Join(e.Key(), "."))}
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()
-		return fmt.Sprintf("line %d: %s", row, strings.TrimPrefix(de.Error(), "toml: "))
+		return &decodeError{err: err, needsHint: true, msg: fmt.Sprintf("line %d: %s", row,
+			strings.TrimPrefix(de.Error(), "toml: "))}
 	}
-	return strings.TrimPrefix(err.Error(), "toml: ")
+	return &decodeError{err: err, needsHint: true, msg: strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
