@@ -15,7 +15,7 @@ set -euo pipefail
 
 containerd_version=v2.2.9
 crictl_version=v1.34.0
-packages=(containerd runc docker.io docker-registry skopeo iproute2 util-linux)
+packages=(containerd runc docker.io docker-registry skopeo iproute2 util-linux podman)
 
 tools_dir=${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}
 work=$(mktemp -d)
