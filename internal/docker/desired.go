@@ -1,14 +1,21 @@
 // Package docker turns a mirror spec into dockerd's daemon.json settings and
-// edits daemon.json without disturbing anything else in it.
+// edits daemon.json without disturbing anything else in it; for dockerd with
+// the containerd image store it also renders /etc/docker/certs.d hosts.toml
+// files.
 //
-// Everything here is a pure function of its inputs except CheckUnitFlags and
-// DetectVersion, which read files under a root directory (and DetectVersion
-// may run dockerd --version). Nothing here writes files or talks to dockerd;
-// the apply engine does that with what these functions return.
+// Everything here is a pure function of its inputs except CheckUnitFlags,
+// DetectVersion and CertsD, which read files under a root directory (and
+// DetectVersion may run dockerd --version). Nothing here writes files or
+// talks to dockerd; the apply engine does that with what these functions
+// return.
 //
-// dockerd mirrors Docker Hub only (FACTS.md §3): registry-mirrors is the list
-// of Hub mirrors, and insecure-registries lets it reach the plain-HTTP ones.
-// Other registries in the spec are left to containerd's hosts.toml.
+// With its classic image store dockerd mirrors Docker Hub only (FACTS.md §3):
+// registry-mirrors is the list of Hub mirrors, and insecure-registries lets
+// it reach the plain-HTTP ones. From Docker 28, with the containerd image
+// store, it also reads CertsDir/<host>/hosts.toml, which gives mirrors to
+// every registry (FACTS.md §3.3): DetectImageStore and ReadsHostsTOML say
+// whether to write those files, CertsD renders them. daemon.json keeps its
+// mirrors either way, for a store that changes back.
 package docker
 
 import (
