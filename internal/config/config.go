@@ -130,6 +130,12 @@ type Env struct {
 	// MetadataTimeout bounds the metadata step, as a Go duration; it is
 	// read as text so that a bad value gets mirrord's own error.
 	MetadataTimeout string `envconfig:"METADATA_TIMEOUT"`
+	// MetadataInterval is how often watch polls a provider that cannot
+	// long-poll, as a Go duration.
+	MetadataInterval string `envconfig:"METADATA_INTERVAL"`
+	// MetadataIMDSv1 allows EC2's IMDSv1 when the IMDSv2 token is refused:
+	// a boolean, false by default.
+	MetadataIMDSv1 string `envconfig:"METADATA_IMDSV1"`
 }
 
 // ReadEnv reads the MIRRORD_* variables.
@@ -156,8 +162,9 @@ func ResolveRoot(flagRoot string, env Env) (string, error) {
 // under root: the provider from MIRRORD_METADATA ("auto" when unset), the
 // base URL from MIRRORD_METADATA_ENDPOINT, the bound from
 // MIRRORD_METADATA_TIMEOUT (a Go duration; metadata.DefaultTimeout when
-// unset). Its errors name the variable and its value and say what would be
-// valid. log receives the metadata package's logs.
+// unset), the poll interval from MIRRORD_METADATA_INTERVAL and IMDSv1 from
+// MIRRORD_METADATA_IMDSV1. Its errors name the variable and its value and
+// say what would be valid. log receives the metadata package's logs.
 func MetadataOptions(env Env, root string, log *slog.Logger) (metadata.Options, error) {
 	o := metadata.Options{Root: root, Log: log}
 
@@ -177,15 +184,40 @@ func MetadataOptions(env Env, root string, log *slog.Logger) (metadata.Options, 
 		}
 	}
 
-	if t := strings.TrimSpace(env.MetadataTimeout); t != "" {
-		d, err := time.ParseDuration(t)
-		if err != nil || d <= 0 {
-			return o, fmt.Errorf("env MIRRORD_METADATA_TIMEOUT: %q: want a positive Go "+
-				"duration such as 2s or 500ms", env.MetadataTimeout)
+	var err error
+	if o.Timeout, err = envDuration("MIRRORD_METADATA_TIMEOUT", env.MetadataTimeout,
+		"2s or 500ms"); err != nil {
+		return o, err
+	}
+	if o.Interval, err = envDuration("MIRRORD_METADATA_INTERVAL", env.MetadataInterval,
+		"60s or 5m"); err != nil {
+		return o, err
+	}
+
+	if v := strings.TrimSpace(env.MetadataIMDSv1); v != "" {
+		allow, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("env MIRRORD_METADATA_IMDSV1: %q: want true or false",
+				env.MetadataIMDSv1)
 		}
-		o.Timeout = d
+		o.AllowIMDSv1 = allow
 	}
 	return o, nil
+}
+
+// envDuration parses the variable name's value v as a positive Go
+// duration; empty gives 0, the default. examples names valid values.
+func envDuration(name, v, examples string) (time.Duration, error) {
+	t := strings.TrimSpace(v)
+	if t == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("env %s: %q: want a positive Go duration such as %s", name, v,
+			examples)
+	}
+	return d, nil
 }
 
 // Load resolves the Config from opts, the environment and the config file.
