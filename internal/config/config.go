@@ -42,25 +42,48 @@ const DefaultFile = "/etc/mirrord/mirrord.toml"
 // Runtime names a container runtime mirrord can manage.
 type Runtime string
 
-// The runtimes mirrord manages.
+// The runtimes mirrord manages. CRI-O and podman read the same
+// registries.conf drop-in; k3s and RKE2 each read their own registries.yaml.
 const (
 	Containerd Runtime = "containerd"
 	Docker     Runtime = "docker"
+	CRIO       Runtime = "crio"
+	Podman     Runtime = "podman"
+	K3s        Runtime = "k3s"
+	RKE2       Runtime = "rke2"
 )
 
-// Unit names the systemd unit that runs the runtime.
-func (r Runtime) Unit() string {
+// Units names the systemd units that run the runtime, the one a node
+// usually runs first: k3s and RKE2 run as a server or an agent unit, and a
+// node has one of them. Podman has none: it runs per command.
+func (r Runtime) Units() []string {
 	switch r {
 	case Containerd:
-		return "containerd.service"
+		return []string{"containerd.service"}
 	case Docker:
-		return "docker.service"
+		return []string{"docker.service"}
+	case CRIO:
+		return []string{"crio.service"}
+	case K3s:
+		return []string{"k3s.service", "k3s-agent.service"}
+	case RKE2:
+		return []string{"rke2-server.service", "rke2-agent.service"}
 	}
-	return ""
+	return nil
+}
+
+// Unit names the runtime's units for a person: "containerd.service", "k3s.service or
+// k3s-agent.service", or "no unit" for podman.
+func (r Runtime) Unit() string {
+	units := r.Units()
+	if len(units) == 0 {
+		return "no unit"
+	}
+	return strings.Join(units, " or ")
 }
 
 // AllRuntimes lists every runtime mirrord knows, in the order it handles them.
-var AllRuntimes = []Runtime{Containerd, Docker}
+var AllRuntimes = []Runtime{Containerd, Docker, CRIO, Podman, K3s, RKE2}
 
 // Options are what the command line gives Load. Empty fields fall back to
 // the environment, then to defaults.
@@ -382,6 +405,15 @@ func hosts(s spec.Spec) []string {
 	return out
 }
 
+// runtimeNames lists AllRuntimes for an error message.
+func runtimeNames() string {
+	names := make([]string, len(AllRuntimes))
+	for i, r := range AllRuntimes {
+		names[i] = string(r)
+	}
+	return strings.Join(names, ", ")
+}
+
 // ParseRuntimes checks runtime names and returns them without duplicates.
 func ParseRuntimes(names []string) ([]Runtime, error) {
 	out := []Runtime{}
@@ -392,7 +424,7 @@ func ParseRuntimes(names []string) ([]Runtime, error) {
 		}
 		r := Runtime(n)
 		if !slices.Contains(AllRuntimes, r) {
-			return nil, fmt.Errorf("runtime %q is not known; valid: containerd, docker", n)
+			return nil, fmt.Errorf("runtime %q is not known; valid: %s", n, runtimeNames())
 		}
 		if !slices.Contains(out, r) {
 			out = append(out, r)

@@ -234,8 +234,8 @@ func TestBadMetadata(t *testing.T) {
 		},
 		{
 			name:    "config_bad_runtimes",
-			values:  gceValues("", "runtimes = [\"crio\"]\n"),
-			wantErr: `metadata gce project attribute mirrord-config: value "runtimes = [\"crio\"]\n": runtimes: runtime "crio" is not known; valid: containerd, docker`,
+			values:  gceValues("", "runtimes = [\"runc\"]\n"),
+			wantErr: `metadata gce project attribute mirrord-config: value "runtimes = [\"runc\"]\n": runtimes: runtime "runc" is not known; valid: containerd, docker, crio, podman, k3s, rke2`,
 		},
 		{
 			name: "aws_tag",
