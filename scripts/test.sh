@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages, containerd 2.x and crictl
-# built from the Go module proxy, the Debian root filesystem the systemd
-# tests boot) and runs the whole suite: static checks, unit and golden tests
+# Installs what the tests need (Debian packages, containerd 2.x, crictl and
+# CRI-O built from the Go module proxy, the Debian root filesystem the
+# systemd tests boot) and runs the whole suite: static checks, unit and golden tests
 # with the race detector, short fuzz runs, the tests on real runtimes, under
 # a real systemd and in network namespaces, and the benchmark figures. Run
 # as root on Debian 12.
@@ -38,7 +38,10 @@ done
 step "real runtimes: containerd 1.6 and 2.x, dockerd 20.10"
 MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 
-step "under systemd as PID 1: boot, live changes, enable --now, drift, unit security"
+step "podman pulls through mirrord's registries.conf.d drop-in"
+MIRRORD_E2E=1 go test -count=1 -v ./test/podman/
+
+step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O and k3s, security"
 MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
 
 step "faults: a full and a read-only filesystem"
