@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path"
@@ -57,6 +58,13 @@ func (p *Plan) dockerCertsD(cfg config.Config) error {
 	store, how, err := docker.DetectImageStore(daemonJSON, p.dockerVersion(), docker.StoreUnknown)
 	if err != nil {
 		return fmt.Errorf("docker config %s: %w", docker.DaemonJSON, err)
+	}
+	if reads, _ := docker.ReadsHostsTOML(p.dockerVersion(), store); reads &&
+		store == docker.StoreUnknown {
+		// Only the running daemon can tell; a daemon that is not running
+		// leaves it unknown.
+		hint := docker.AskImageStore(context.Background(), p.Root)
+		store, how, _ = docker.DetectImageStore(daemonJSON, p.dockerVersion(), hint)
 	}
 	reads, why := docker.ReadsHostsTOML(p.dockerVersion(), store)
 	if !reads {

@@ -2,6 +2,9 @@ package apply
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -266,5 +269,60 @@ func TestStatusOfOtherRuntimes(t *testing.T) {
 	}
 	if !s.InSync {
 		t.Errorf("status not in sync after apply: %+v", s)
+	}
+}
+
+// serveDockerInfo answers GET /info on root's dockerd socket with body.
+func serveDockerInfo(t *testing.T, root, body string) {
+	t.Helper()
+	sock := filepath.Join(root, "run/docker.sock")
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/info" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, body)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// TestDockerCertsDAsksTheDaemon: Docker 29 without a features key may use
+// either store; the running daemon's /info decides.
+func TestDockerCertsDAsksTheDaemon(t *testing.T) {
+	for name, tt := range map[string]struct {
+		info      string
+		wantFiles int
+	}{
+		"containerd_store": {`{"Driver": "overlayfs", "DriverStatus": [["driver-type", ` +
+			`"io.containerd.snapshotter.v1"]]}`, 1},
+		"classic_store": {`{"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", ` +
+			`"extfs"]]}`, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := testNode(t, map[string]string{
+				"var/lib/dpkg/status": dpkgStatus("docker-ce", "5:29.1.0-1~debian.12~bookworm"),
+			})
+			serveDockerInfo(t, root, tt.info)
+			cfg := testConfig(t, root, "quay.io=https://quay.example.net", config.Docker)
+
+			p, err := Build(cfg, logging.Discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Changes) != tt.wantFiles {
+				t.Errorf("changes %v, want %d file(s)", pathsOf(p), tt.wantFiles)
+			}
+			if len(p.Warnings) > 0 {
+				t.Errorf("warnings %q, want none: the daemon said which store", p.Warnings)
+			}
+		})
 	}
 }
