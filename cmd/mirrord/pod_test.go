@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mirrord/mirrord/internal/logging"
+)
+
+// kubeletVolume lays out and updates a directory as kubelet does for a
+// ConfigMap volume (its atomic writer): the files live in a timestamped
+// directory "..<time>", "..data" is a symlink to it, and each key is a
+// symlink "<key>" -> "..data/<key>". An update writes a new timestamped
+// directory, points a new symlink "..data_tmp" at it, renames that over
+// "..data" (the one atomic step), adds and removes the key symlinks, and
+// removes the old directory. Nothing is ever written in place.
+type kubeletVolume struct {
+	t    *testing.T
+	dir  string
+	seq  int
+	keys map[string]bool
+}
+
+func newKubeletVolume(t *testing.T, dir string, files map[string]string) *kubeletVolume {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v := &kubeletVolume{t: t, dir: dir, keys: map[string]bool{}}
+	v.update(files)
+	return v
+}
+
+func (v *kubeletVolume) update(files map[string]string) {
+	t := v.t
+	t.Helper()
+
+	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
+	v.seq++
+	ts := fmt.Sprintf("..2026_12_04_03_50_%02d.%09d", v.seq, 1234567*v.seq)
+	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(v.dir, ts, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tmp := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+
+	for name := range files {
+		if !v.keys[name] {
+			if err := os.Symlink(filepath.Join("..data", name),
+				filepath.Join(v.dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			v.keys[name] = true
+		}
+	}
+	for name := range v.keys {
+		if _, ok := files[name]; !ok {
+			if err := os.Remove(filepath.Join(v.dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			delete(v.keys, name)
+		}
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(v.dir, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+const (
+	podSpecA = "[registries.\"docker.io\"]\nmirrors = [\"https://mirror-a.example.net\"]\n"
+	podSpecB = "[registries.\"docker.io\"]\nmirrors = [\"https://mirror-b.example.net\"]\n"
+)
+
+// TestWatchInPod runs the watch as the DaemonSet does: the spec is a
+// ConfigMap volume laid out by kubelet, MIRRORD_CONFIG names its file, and
+// the heartbeat and revert-on-stop files are set. An update of the volume
+// is a new spec, applied with no restart; health reads the heartbeat; an
+// armed revert-on-stop puts the node back when the watch stops.
+func TestWatchInPod(t *testing.T) {
+	clearEnv(t)
+	root := node(t)
+	origConfig := read(t, filepath.Join(root, "etc/containerd/config.toml"))
+	cm := filepath.Join(t.TempDir(), "config")
+	vol := newKubeletVolume(t, cm, map[string]string{"mirrord.toml": podSpecA})
+	beat := filepath.Join(t.TempDir(), "heartbeat")
+	t.Setenv(heartbeatEnv, beat)
+	t.Setenv(revertOnStopEnv, filepath.Join(cm, "revert-on-stop"))
+
+	var logs syncBuffer
+	log := logging.New(&logs, slog.LevelDebug, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- watchCmd(ctx, options{root: root, config: filepath.Join(cm, "mirrord.toml"),
+			noReload: true}, nil, log)
+	}()
+	defer func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+
+	hosts := filepath.Join(root, "etc/containerd/certs.d/docker.io/hosts.toml")
+	eventually(t, "spec A applied", func() bool {
+		return strings.Contains(read(t, hosts), "mirror-a.example.net")
+	})
+
+	t.Run("health", func(t *testing.T) {
+		eventually(t, "heartbeat written", func() bool { return read(t, beat) != "" })
+		var out strings.Builder
+		if err := health(&out, time.Minute, time.Now()); err != nil {
+			t.Fatalf("health: %v", err)
+		}
+		for _, want := range []string{"alive: heartbeat", "status: in sync",
+			"revert on stop: not armed"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("health printed no %q:\n%s", want, out.String())
+			}
+		}
+	})
+
+	t.Run("configmap_update", func(t *testing.T) {
+		began := time.Now()
+		vol.update(map[string]string{"mirrord.toml": podSpecB})
+		eventually(t, "spec B applied", func() bool {
+			return strings.Contains(read(t, hosts), "mirror-b.example.net")
+		})
+		t.Logf("applied %v after the ..data swap", time.Since(began).Round(time.Millisecond))
+	})
+
+	t.Run("revert_on_stop", func(t *testing.T) {
+		vol.update(map[string]string{"mirrord.toml": podSpecB, "revert-on-stop": "true\n"})
+		eventually(t, "armed", func() bool {
+			var out strings.Builder
+			return health(&out, time.Minute, time.Now()) == nil &&
+				strings.Contains(out.String(), "revert on stop: ARMED")
+		})
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("watch: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("watch did not stop 10s after cancel")
+		}
+		if _, err := os.Stat(hosts); !os.IsNotExist(err) {
+			t.Errorf("%s still there after the revert on stop: %v", hosts, err)
+		}
+		if got := read(t, filepath.Join(root, "etc/containerd/config.toml")); got != origConfig {
+			t.Errorf("config.toml not put back byte for byte:\n%s", got)
+		}
+	})
+}
+
+// TestWatchInPodNotArmed: without the file holding "true", a stop leaves
+// the node as it is.
+func TestWatchInPodNotArmed(t *testing.T) {
+	clearEnv(t)
+	root := node(t)
+	cm := filepath.Join(t.TempDir(), "config")
+	newKubeletVolume(t, cm, map[string]string{"mirrord.toml": podSpecA,
+		"revert-on-stop": "yes please\n"})
+	t.Setenv(revertOnStopEnv, filepath.Join(cm, "revert-on-stop"))
+
+	var logs syncBuffer
+	log := logging.New(&logs, slog.LevelDebug, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- watchCmd(ctx, options{root: root, config: filepath.Join(cm, "mirrord.toml"),
+			noReload: true}, nil, log)
+	}()
+
+	hosts := filepath.Join(root, "etc/containerd/certs.d/docker.io/hosts.toml")
+	eventually(t, "spec applied", func() bool {
+		return strings.Contains(read(t, hosts), "mirror-a.example.net")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	if !strings.Contains(read(t, hosts), "mirror-a.example.net") {
+		t.Errorf("the node changed on a stop that was not armed")
+	}
+	if !strings.Contains(logs.String(), `holds \"yes please\", not true`) {
+		t.Errorf("the log does not say why the node was left:\n%s", logs.String())
+	}
+}
+
+func TestHealth(t *testing.T) {
+	clearEnv(t)
+	beat := filepath.Join(t.TempDir(), "heartbeat")
+	now := time.Date(2026, 12, 4, 3, 50, 0, 0, time.UTC)
+
+	if err := health(nil, time.Minute, now); err == nil ||
+		!strings.Contains(err.Error(), heartbeatEnv) {
+		t.Errorf("health with no %s: %v, want an error naming it", heartbeatEnv, err)
+	}
+	t.Setenv(heartbeatEnv, beat)
+	if err := health(nil, time.Minute, now); err == nil ||
+		!strings.Contains(err.Error(), "first pass") {
+		t.Errorf("health with no heartbeat: %v, want an error", err)
+	}
+
+	h := &heartbeat{path: beat, log: logging.Discard(), now: func() time.Time {
+		return now.Add(-90 * time.Second)
+	}}
+	h.notify("STATUS=in sync; containerd 1 registry")
+	h.notify("WATCHDOG=1")
+	if read(t, beat) != "" {
+		t.Fatal("heartbeat written before READY=1")
+	}
+	h.notify("READY=1")
+
+	err := health(nil, time.Minute, now)
+	if err == nil || !strings.Contains(err.Error(), "1m30s old") ||
+		!strings.Contains(err.Error(), "in sync; containerd 1 registry") {
+		t.Errorf("health of a stale heartbeat: %v, want an error with its age and status", err)
+	}
+	var out strings.Builder
+	if err := health(&out, 2*time.Minute, now); err != nil {
+		t.Errorf("health with --max-age 2m: %v", err)
+	}
+	if want := "alive: heartbeat 1m30s old\nstatus: in sync; containerd 1 registry\n"; out.String() != want {
+		t.Errorf("health printed %q, want %q", out.String(), want)
+	}
+}
