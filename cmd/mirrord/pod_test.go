@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,79 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mirrord/mirrord/internal/kubelettest"
 	"github.com/mirrord/mirrord/internal/logging"
 )
 
-// kubeletVolume lays out and updates a directory as kubelet does for a
-// ConfigMap volume (its atomic writer): the files live in a timestamped
-// directory "..<time>", "..data" is a symlink to it, and each key is a
-// symlink "<key>" -> "..data/<key>". An update writes a new timestamped
-// directory, points a new symlink "..data_tmp" at it, renames that over
-// "..data" (the one atomic step), adds and removes the key symlinks, and
-// removes the old directory. Nothing is ever written in place.
-type kubeletVolume struct {
-	t    *testing.T
-	dir  string
-	seq  int
-	keys map[string]bool
-}
-
-func newKubeletVolume(t *testing.T, dir string, files map[string]string) *kubeletVolume {
+// newVolume lays files out in dir as kubelet lays out a ConfigMap volume.
+func newVolume(t *testing.T, dir string, files map[string]string) *kubelettest.Volume {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	v, err := kubelettest.New(dir, files)
+	if err != nil {
 		t.Fatal(err)
 	}
-	v := &kubeletVolume{t: t, dir: dir, keys: map[string]bool{}}
-	v.update(files)
 	return v
-}
-
-func (v *kubeletVolume) update(files map[string]string) {
-	t := v.t
-	t.Helper()
-
-	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
-	v.seq++
-	ts := fmt.Sprintf("..2026_12_04_03_50_%02d.%09d", v.seq, 1234567*v.seq)
-	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(v.dir, ts, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	tmp := filepath.Join(v.dir, "..data_tmp")
-	if err := os.Symlink(ts, tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-
-	for name := range files {
-		if !v.keys[name] {
-			if err := os.Symlink(filepath.Join("..data", name),
-				filepath.Join(v.dir, name)); err != nil {
-				t.Fatal(err)
-			}
-			v.keys[name] = true
-		}
-	}
-	for name := range v.keys {
-		if _, ok := files[name]; !ok {
-			if err := os.Remove(filepath.Join(v.dir, name)); err != nil {
-				t.Fatal(err)
-			}
-			delete(v.keys, name)
-		}
-	}
-	if old != "" {
-		if err := os.RemoveAll(filepath.Join(v.dir, old)); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 const (
@@ -91,7 +29,7 @@ const (
 )
 
 // TestWatchInPod runs the watch as the DaemonSet does: the spec is a
-// ConfigMap volume laid out by kubelet, MIRRORD_CONFIG names its file, and
+// ConfigMap volume laid out as kubelet does (internal/kubelettest), MIRRORD_CONFIG names its file, and
 // the heartbeat and revert-on-stop files are set. An update of the volume
 // is a new spec, applied with no restart; health reads the heartbeat; an
 // armed revert-on-stop puts the node back when the watch stops.
@@ -100,7 +38,7 @@ func TestWatchInPod(t *testing.T) {
 	root := node(t)
 	origConfig := read(t, filepath.Join(root, "etc/containerd/config.toml"))
 	cm := filepath.Join(t.TempDir(), "config")
-	vol := newKubeletVolume(t, cm, map[string]string{"mirrord.toml": podSpecA})
+	vol := newVolume(t, cm, map[string]string{"mirrord.toml": podSpecA})
 	beat := filepath.Join(t.TempDir(), "heartbeat")
 	t.Setenv(heartbeatEnv, beat)
 	t.Setenv(revertOnStopEnv, filepath.Join(cm, "revert-on-stop"))
@@ -141,7 +79,9 @@ func TestWatchInPod(t *testing.T) {
 
 	t.Run("configmap_update", func(t *testing.T) {
 		began := time.Now()
-		vol.update(map[string]string{"mirrord.toml": podSpecB})
+		if err := vol.Update(map[string]string{"mirrord.toml": podSpecB}); err != nil {
+			t.Fatal(err)
+		}
 		eventually(t, "spec B applied", func() bool {
 			return strings.Contains(read(t, hosts), "mirror-b.example.net")
 		})
@@ -149,7 +89,10 @@ func TestWatchInPod(t *testing.T) {
 	})
 
 	t.Run("revert_on_stop", func(t *testing.T) {
-		vol.update(map[string]string{"mirrord.toml": podSpecB, "revert-on-stop": "true\n"})
+		err := vol.Update(map[string]string{"mirrord.toml": podSpecB, "revert-on-stop": "true\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		eventually(t, "armed", func() bool {
 			var out strings.Builder
 			return health(&out, time.Minute, time.Now()) == nil &&
@@ -179,7 +122,7 @@ func TestWatchInPodNotArmed(t *testing.T) {
 	clearEnv(t)
 	root := node(t)
 	cm := filepath.Join(t.TempDir(), "config")
-	newKubeletVolume(t, cm, map[string]string{"mirrord.toml": podSpecA,
+	newVolume(t, cm, map[string]string{"mirrord.toml": podSpecA,
 		"revert-on-stop": "yes please\n"})
 	t.Setenv(revertOnStopEnv, filepath.Join(cm, "revert-on-stop"))
 
