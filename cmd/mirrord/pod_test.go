@@ -29,8 +29,8 @@ const (
 )
 
 // TestWatchInPod runs the watch as the DaemonSet does: the spec is a
-// ConfigMap volume laid out as kubelet does (internal/kubelettest), MIRRORD_CONFIG names its file, and
-// the heartbeat and revert-on-stop files are set. An update of the volume
+// ConfigMap volume laid out as kubelet does (internal/kubelettest),
+// MIRRORD_CONFIG names its file, and the heartbeat and revert-on-stop files are set. An update of the volume
 // is a new spec, applied with no restart; health reads the heartbeat; an
 // armed revert-on-stop puts the node back when the watch stops.
 func TestWatchInPod(t *testing.T) {
@@ -185,7 +185,8 @@ func TestHealth(t *testing.T) {
 	if err := health(&out, 2*time.Minute, now); err != nil {
 		t.Errorf("health with --max-age 2m: %v", err)
 	}
-	if want := "alive: heartbeat 1m30s old\nstatus: in sync; containerd 1 registry\n"; out.String() != want {
+	want := "alive: heartbeat 1m30s old\nstatus: in sync; containerd 1 registry\n"
+	if out.String() != want {
 		t.Errorf("health printed %q, want %q", out.String(), want)
 	}
 }

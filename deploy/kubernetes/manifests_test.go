@@ -70,8 +70,8 @@ func load(t *testing.T) objects {
 		t.Fatal(err)
 	}
 	files = slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" })
-	if got, want := slices.Sorted(slices.Values(o.kust.Resources)), files; !slices.Equal(got, want) {
-		t.Errorf("kustomization.yaml resources %v, want every manifest here: %v", got, want)
+	if got := slices.Sorted(slices.Values(o.kust.Resources)); !slices.Equal(got, files) {
+		t.Errorf("kustomization.yaml resources %v, want every manifest here: %v", got, files)
 	}
 
 	for _, f := range o.kust.Resources {
@@ -374,7 +374,7 @@ func TestDaemonSetPrivileges(t *testing.T) {
 		t.Errorf("runAsUser %v, want 0: systemd lets only UID 0 (or polkit) manage units",
 			sc.RunAsUser)
 	}
-	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+	if sp := sc.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("seccomp profile %v, want RuntimeDefault", sc.SeccompProfile)
 	}
 }

@@ -163,12 +163,13 @@ func index(bins binFlag, m meta) (v1.ImageIndex, error) {
 	sort.Strings(plats)
 
 	labels := map[string]string{
-		"org.opencontainers.image.title":       "mirrord",
-		"org.opencontainers.image.description": "registry mirrors for every container runtime on a node",
-		"org.opencontainers.image.version":     m.version,
-		"org.opencontainers.image.revision":    m.revision,
-		"org.opencontainers.image.source":      m.source,
-		"org.opencontainers.image.created":     m.created.Format(time.RFC3339),
+		"org.opencontainers.image.title": "mirrord",
+		"org.opencontainers.image.description": "registry mirrors for every container " +
+			"runtime on a node",
+		"org.opencontainers.image.version":  m.version,
+		"org.opencontainers.image.revision": m.revision,
+		"org.opencontainers.image.source":   m.source,
+		"org.opencontainers.image.created":  m.created.Format(time.RFC3339),
 	}
 
 	var idx v1.ImageIndex = empty.Index
