@@ -1,8 +1,12 @@
 # Shortcuts; the scripts in scripts/ are the real thing.
-.PHONY: build demo check test bench
+.PHONY: build image demo check test bench
 
 build:
 	bash scripts/build.sh
+
+# The container image for amd64 and arm64, as an OCI layout and oci-archive in build/image.
+image:
+	bash scripts/build-image.sh
 
 demo:
 	bash scripts/demo.sh

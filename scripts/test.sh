@@ -2,9 +2,10 @@
 # Installs what the tests need (Debian packages, containerd 2.x, crictl and
 # CRI-O built from the Go module proxy, the Debian root filesystem the
 # systemd tests boot) and runs the whole suite: static checks, unit and golden tests
-# with the race detector, short fuzz runs, the tests on real runtimes, under
-# a real systemd and in network namespaces, and the benchmark figures. Run
-# as root on Debian 12.
+# with the race detector (the Kubernetes manifests' validation among them),
+# short fuzz runs, the container image, the tests on real runtimes, under a
+# real systemd (the DaemonSet's pod included) and in network namespaces, and
+# the benchmark figures. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -44,7 +45,10 @@ MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 step "podman pulls through mirrord's registries.conf.d drop-in"
 MIRRORD_E2E=1 go test -count=1 -v ./test/podman/
 
-step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O and k3s, security"
+step "container image: built twice (same bytes), listed, run with podman"
+MIRRORD_E2E=1 go test -count=1 -v ./test/image/
+
+step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O and k3s, security, the DaemonSet's pod"
 MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
 
 step "faults: a full and a read-only filesystem"

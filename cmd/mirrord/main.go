@@ -43,6 +43,7 @@ Commands:
   status    show the mirrors in effect per runtime, where they came from, drift and the last apply
   watch     apply, tell systemd it is ready, then repair drift and follow changes of the sources
   revert    put back every file mirrord changed as it was before, remove what it created
+  health    check the heartbeat of a watch in a pod (the liveness probe of deploy/kubernetes)
   version   print version, commit and build date
   help      print this text
 
@@ -54,6 +55,7 @@ Flags (every command):
   --log-level L     debug, info, warn or error (default info)
 Flags of apply and watch:  --no-reload  write files and report actions, carry none out
 Flags of status:           --json       machine-readable output
+Flags of health:           --max-age D  oldest heartbeat taken as alive (default 60s)
 
 Environment:
   MIRRORD_MIRRORS   compact form: REGISTRY=URL[,URL...] separated by ';' or newlines,
@@ -75,6 +77,10 @@ Environment:
                     (default false)
   MIRRORD_WATCH_FIGHT  watch: repairs allowed per window before backing off, LIMIT/WINDOW
                     (default 5/30s) or off
+  MIRRORD_HEARTBEAT  watch: a file to keep fresh (every 10s, while no pass hangs) with the
+                    status line; health: the file to check
+  MIRRORD_REVERT_ON_STOP  watch: a file; when it holds "true" as the watch stops on SIGTERM
+                    or SIGINT, the node is reverted (a pod's way out, deploy/kubernetes)
 
 Instance metadata: the keys mirrord-config (a TOML document in the config file's schema)
 and mirrord-mirrors (the compact form, replacing the registries it names). apply, plan,
@@ -95,6 +101,7 @@ func main() {
 type options struct {
 	root, config, mirrors, logLevel string
 	noReload, json                  bool
+	maxAge                          time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -118,6 +125,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cmd == "status" {
 		fs.BoolVar(&o.json, "json", false, "")
 	}
+	if cmd == "health" {
+		fs.DurationVar(&o.maxAge, "max-age", defaultMaxAge, "")
+	}
 
 	switch cmd {
 	case "help", "-h", "--help":
@@ -126,7 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		printVersion(stdout)
 		return 0
-	case "apply", "plan", "status", "revert", "watch":
+	case "apply", "plan", "status", "revert", "watch", "health":
 	default:
 		fmt.Fprintf(stderr, "mirrord: unknown command %q; run 'mirrord help'\n", cmd)
 		return 2
@@ -160,6 +170,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 func dispatch(ctx context.Context, cmd string, o options, stdout io.Writer,
 	log *slog.Logger) error {
 	switch cmd {
+	case "health":
+		return health(stdout, o.maxAge, time.Now())
 	case "watch":
 		return watchCmd(ctx, o, stdout, log)
 	case "revert":

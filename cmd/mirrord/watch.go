@@ -53,7 +53,10 @@ const reasonMetadata = "metadata"
 // written (systemd starts it again). After the first pass a metadata.Watcher
 // follows the values until ctx ends; an unreachable service is retried
 // there and never drops the values in place.
-func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) error {
+//
+// In a pod, MIRRORD_HEARTBEAT and MIRRORD_REVERT_ON_STOP add a heartbeat
+// file and a revert after a signal (pod.go).
+func watchCmd(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
 	md, err := readMetadata(ctx, o.root, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -167,12 +170,15 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 		return changed, err
 	}
 
+	hb := newHeartbeat(log) // nil unless in a pod (deploy/kubernetes)
 	err = watch.Run(ctx, watch.Options{
 		Dirs:        func() []string { return watchDirs(root, file) },
 		FightLimit:  fightLimit,
 		FightWindow: fightWindow,
 		Pass:        pass,
+		Watchdog:    hb.watchdog(),
 		Notify: func(state string) {
+			hb.notify(state)
 			if state == daemon.SdNotifyReloading {
 				state += "\n" + daemon.SdNotifyMonotonicUsec()
 			}
@@ -186,7 +192,7 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
-	return nil
+	return revertOnStop(ctx, root, stdout, log)
 }
 
 // poke asks for a pass through reload, unless one is asked for already.

@@ -326,3 +326,27 @@ func TestDockerCertsDAsksTheDaemon(t *testing.T) {
 		})
 	}
 }
+
+// TestDetectIgnoresEmptyConfigDirs: the empty directories kubelet makes for
+// the DaemonSet's hostPath mounts are no sign of a runtime; a directory
+// holding a file is.
+func TestDetectIgnoresEmptyConfigDirs(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"etc/containerd", "etc/docker", "etc/crio", "etc/containers",
+		"etc/rancher"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := DetectRuntimes(root); len(got) != 0 {
+		t.Errorf("DetectRuntimes of empty configuration directories = %v, want none", got)
+	}
+
+	if err := os.WriteFile(filepath.Join(root, "etc/docker/daemon.json"), []byte("{}\n"),
+		0o644); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]config.Runtime{config.Docker}, DetectRuntimes(root)); diff != "" {
+		t.Errorf("DetectRuntimes (-want +got):\n%s", diff)
+	}
+}

@@ -385,9 +385,11 @@ func decideActions(runtimes []config.Runtime, changes []Change) []Action {
 
 // DetectRuntimes lists the runtimes installed under root: a binary in the
 // usual places or, for containerd, dockerd and CRI-O, a configuration
-// directory; k3s and RKE2 by their unit files or binaries (k3s.Detect).
-// Podman counts by its binary only: skopeo and buildah make
-// /etc/containers too.
+// directory that is not empty; k3s and RKE2 by their unit files or
+// binaries (k3s.Detect). Podman counts by its binary only: skopeo and
+// buildah make /etc/containers too. An empty directory is no sign: kubelet
+// makes each hostPath directory the DaemonSet of deploy/kubernetes mounts,
+// empty, on a node without that runtime.
 func DetectRuntimes(root string) []config.Runtime {
 	marks := map[config.Runtime][]string{
 		config.Containerd: {"usr/bin/containerd", "usr/local/bin/containerd",
@@ -404,13 +406,27 @@ func DetectRuntimes(root string) []config.Runtime {
 	var out []config.Runtime
 	for _, rt := range config.AllRuntimes {
 		for _, m := range marks[rt] {
-			if _, err := os.Stat(filepath.Join(root, m)); err == nil {
+			if present(filepath.Join(root, m)) {
 				out = append(out, rt)
 				break
 			}
 		}
 	}
 	return out
+}
+
+// present reports whether path exists and, for a directory, holds anything.
+func present(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	if !fi.IsDir() {
+		return true
+	}
+	// An unreadable directory counts: it is not one kubelet just made.
+	entries, err := os.ReadDir(path)
+	return err != nil || len(entries) > 0
 }
 
 func discardLogger() *slog.Logger {

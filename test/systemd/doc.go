@@ -10,8 +10,11 @@
 // config.toml changed and reloads dockerd for docker mirror changes, that
 // "systemctl enable --now mirrord" on a running system does not deadlock,
 // that mirrord-watch.service repairs drift within a second inside its
-// restart budget, and that both units keep a systemd-analyze security
-// exposure of 2.0 or less.
+// restart budget, that both units keep a systemd-analyze security
+// exposure of 2.0 or less, and that the DaemonSet of deploy/kubernetes,
+// run from the image's binary with the manifest's mounts and no
+// capability, restarts containerd through the mounted bus socket, follows
+// a ConfigMap update and reverts on stop when armed (daemonset_test.go).
 //
 // Every machine is an overlay on one cached root filesystem, mounted in a
 // private mount namespace that ends with the machine, with only a loopback
