@@ -1,8 +1,12 @@
 # Shortcuts; the scripts in scripts/ are the real thing.
-.PHONY: build demo check test bench
+.PHONY: build deb demo check test bench
 
 build:
 	bash scripts/build.sh
+
+# dist/mirrord_<version>_<arch>.deb for amd64 and arm64 (ARCHES, VERSION).
+deb:
+	bash scripts/build-deb.sh
 
 demo:
 	bash scripts/demo.sh

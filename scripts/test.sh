@@ -35,6 +35,9 @@ for pkg in $(go list ./internal/...); do
 	done
 done
 
+step "the deb: built for amd64 and arm64, lintian, contents, conffiles, man page"
+MIRRORD_E2E=1 go test -count=1 -v ./test/deb/
+
 step "real runtimes: containerd 1.6 and 2.x, dockerd 20.10"
 MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 
