@@ -50,6 +50,14 @@ type machineOptions struct {
 	// enable lists units of packaging/systemd to enable, with links in the
 	// .wants directory of each target their [Install] WantedBy= names.
 	enable []string
+
+	// bare leaves out the mirrord binary and its units, and with them
+	// enable and mirrors: for tests that install mirrord from the deb.
+	bare bool
+
+	// files are written into the machine before boot, by their path in it,
+	// with mode 0644 and their directories 0755.
+	files map[string]string
 }
 
 // machine is a booted systemd-nspawn container: an overlay of the cached
@@ -103,10 +111,17 @@ func bootMachine(t *testing.T, o machineOptions) *machine {
 }
 
 // populate fills the upper layer before boot: the mirrord binary, the units,
-// their enablement links and /etc/default/mirrord.
+// their enablement links, /etc/default/mirrord and the other files.
 func (m *machine) populate(o machineOptions) {
 	t := m.t
 	t.Helper()
+
+	for path, data := range o.files {
+		m.put(path, data, 0o644)
+	}
+	if o.bare {
+		return
+	}
 
 	bin, err := os.ReadFile(mirrordBin)
 	if err != nil {
