@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # build-rootfs.sh builds the root filesystem that test/systemd boots with
 # systemd-nspawn: a minimal Debian 12 (bookworm) with systemd as init, dbus,
-# containerd, runc, docker.io and cloud-init, made by mmdebstrap from
-# Debian's packages. It is cached, keyed by a hash of this script and the
-# package list, and built only when missing:
+# containerd, runc, docker.io, conmon (for CRI-O, which the tests bring) and
+# cloud-init, made by mmdebstrap from Debian's packages. It is cached, keyed
+# by a hash of this script and the package list, and built only when
+# missing:
 #
 #   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/rootfs-<hash>/
 #
@@ -26,6 +27,7 @@ suite=bookworm
 packages=(
 	ca-certificates
 	cloud-init
+	conmon
 	containerd
 	dbus
 	docker.io

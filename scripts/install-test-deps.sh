@@ -2,20 +2,24 @@
 # install-test-deps.sh installs what mirrord's end-to-end tests (test/e2e) run:
 # Debian's containerd 1.6, runc, dockerd 20.10, docker-registry, skopeo,
 # iproute2 and lintian (test/deb checks the deb with it) from apt, plus
-# containerd 2.2.9 (containerd, containerd-shim-runc-v2, ctr) and crictl
-# 1.34.0 built from the Go module proxy into a versioned cache:
+# containerd 2.2.9 (containerd, containerd-shim-runc-v2, ctr), crictl 1.34.0
+# and CRI-O 1.34.0 (crio, static, without cgo) built from the Go module proxy
+# into a versioned cache:
 #
 #   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/containerd-v2.2.9/bin
 #   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/crictl-v1.34.0/bin
+#   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/crio-v1.34.0/bin
 #
 # Run it as root. It is idempotent: installed packages and built binaries are
 # kept. It starts and enables no daemon, prints nothing but the tools dir on
 # success, and shows the failing step's output otherwise. Building containerd
-# takes about 3 minutes on 2 cores and needs Go 1.25 or later.
+# takes about 3 minutes on 2 cores, CRI-O about as long; both need Go 1.25 or
+# later.
 set -euo pipefail
 
 containerd_version=v2.2.9
 crictl_version=v1.34.0
+crio_version=v1.34.0
 packages=(containerd runc docker.io docker-registry skopeo iproute2 util-linux podman lintian)
 
 tools_dir=${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}
@@ -124,11 +128,43 @@ build() {
 	mv "$tmp/bin" "$dir/bin"
 }
 
+# build_in_module DIR MODULE@VERSION PKG TAGS builds PKG into DIR/bin from a
+# scratch module that requires MODULE@VERSION, for a module whose
+# "go install PKG@VERSION" the proxy refuses (it cannot list the module's
+# versions to check for a deprecation).
+build_in_module() {
+	local dir=$1 mod=$2 pkg=$3 tags=$4
+	local name=${pkg##*/}
+	if [[ -x $dir/bin/$name ]]; then
+		return 0
+	fi
+
+	local tmp
+	tmp="$work/$(basename "$dir")"
+	mkdir -p "$tmp/src" "$tmp/bin"
+	(
+		cd "$tmp/src"
+		quiet go mod init mirrord-tools-build
+		quiet go get "$pkg@${mod#*@}"
+		quiet env CGO_ENABLED=0 go build -trimpath -tags "$tags" -o "$tmp/bin/$name" "$pkg"
+	)
+
+	mkdir -p "$dir"
+	rm -rf "$dir/bin"
+	mv "$tmp/bin" "$dir/bin"
+}
+
 build "$tools_dir/containerd-$containerd_version" \
 	"github.com/containerd/containerd/v2/cmd/containerd@$containerd_version" \
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$containerd_version" \
 	"github.com/containerd/containerd/v2/cmd/ctr@$containerd_version"
 build "$tools_dir/crictl-$crictl_version" \
 	"sigs.k8s.io/cri-tools/cmd/crictl@$crictl_version"
+
+# CRI-O without cgo: no gpgme (openpgp instead), no btrfs or devicemapper
+# graph drivers; the tests use vfs storage and never run a container.
+build_in_module "$tools_dir/crio-$crio_version" "github.com/cri-o/cri-o@$crio_version" \
+	github.com/cri-o/cri-o/cmd/crio \
+	"containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
 
 echo "$tools_dir"

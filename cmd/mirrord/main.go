@@ -33,7 +33,7 @@ var (
 	date    = ""
 )
 
-const usage = `mirrord: registry mirrors for containerd and dockerd on this node
+const usage = `mirrord: registry mirrors for every container runtime on this node
 
 Usage: mirrord COMMAND [flags]
 
@@ -58,7 +58,8 @@ Flags of status:           --json       machine-readable output
 Environment:
   MIRRORD_MIRRORS   compact form: REGISTRY=URL[,URL...] separated by ';' or newlines,
                     e.g. docker.io=https://mirror.example.net;quay.io=https://quay.example.net
-  MIRRORD_RUNTIMES  runtimes to manage, comma-separated: containerd, docker (default: found on node)
+  MIRRORD_RUNTIMES  runtimes to manage, comma-separated: containerd, docker, crio, podman, k3s,
+                    rke2 (default: those found on the node)
   MIRRORD_ROOT      as --root
   MIRRORD_CONFIG    as --config
   MIRRORD_METADATA  instance metadata provider: auto (default; picks it from cloud-init's
@@ -68,6 +69,10 @@ Environment:
                     http://169.254.169.254 (for a proxy or a test)
   MIRRORD_METADATA_TIMEOUT   bound on the whole metadata step, a Go duration (default 2s);
                     a service that is not there, or does not answer in time, is no error
+  MIRRORD_METADATA_INTERVAL  watch: how often to poll a provider that cannot long-poll
+                    (all but gce and yandex), a Go duration (default 60s, with jitter)
+  MIRRORD_METADATA_IMDSV1    aws: true to read without a token when IMDSv2 refuses one
+                    (default false)
   MIRRORD_WATCH_FIGHT  watch: repairs allowed per window before backing off, LIMIT/WINDOW
                     (default 5/30s) or off
 

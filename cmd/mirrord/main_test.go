@@ -311,8 +311,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{
 			name: "metadata_config_long",
 			metadata: map[string]string{"mirrord-config": "# " + strings.Repeat("-", 100) +
-				"\nruntimes = [\"podman\"]\n"},
-			wantErr: `metadata gce instance attribute mirrord-config: value "# ----------------------------------------------------------------------"... (125 bytes in all): runtimes: runtime "podman" is not known; valid: containerd, docker`,
+				"\nruntimes = [\"runc\"]\n"},
+			wantErr: `metadata gce instance attribute mirrord-config: value "# ----------------------------------------------------------------------"... (123 bytes in all): runtimes: runtime "runc" is not known; valid: containerd, docker, crio, podman, k3s, rke2`,
 		},
 		{
 			name:    "metadata_provider_unknown",

@@ -24,7 +24,9 @@ import (
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
+	"github.com/mirrord/mirrord/internal/k3s"
 	"github.com/mirrord/mirrord/internal/metadata"
+	"github.com/mirrord/mirrord/internal/registries"
 	"github.com/mirrord/mirrord/internal/watch"
 )
 
@@ -270,22 +272,29 @@ func parseFight(v string) (limit int, window time.Duration, err error) {
 }
 
 // watchDirs lists the directories whose changes call for a pass: the
-// runtimes' configuration directories, each certs.d/<host>, and the config
-// file's directory with its conf.d. The watch loop follows those that do
-// not exist yet through their parents.
+// runtimes' configuration directories, each certs.d/<host> of containerd
+// and dockerd, the registries.conf drop-in directory, the registries.yaml
+// directories of k3s and RKE2, and the config file's directory with its
+// conf.d. The watch loop follows those that do not exist yet through their
+// parents.
 func watchDirs(root, file string) []string {
-	certs := filepath.Join(root, containerd.CertsDir)
 	dirs := []string{
 		filepath.Join(root, filepath.Dir(containerd.ConfigFile)),
-		certs,
 		filepath.Join(root, filepath.Dir(docker.DaemonJSON)),
+		filepath.Join(root, registries.Dir),
+		filepath.Join(root, filepath.Dir(k3s.K3s.File)),
+		filepath.Join(root, filepath.Dir(k3s.RKE2.File)),
 		filepath.Dir(file),
 		filepath.Join(filepath.Dir(file), "conf.d"),
 	}
-	entries, _ := os.ReadDir(certs) // none yet: watched through its parent
-	for _, e := range entries {
-		if e.IsDir() {
-			dirs = append(dirs, filepath.Join(certs, e.Name()))
+	for _, certsDir := range []string{containerd.CertsDir, docker.CertsDir} {
+		certs := filepath.Join(root, certsDir)
+		dirs = append(dirs, certs)
+		entries, _ := os.ReadDir(certs) // none yet: watched through its parent
+		for _, e := range entries {
+			if e.IsDir() {
+				dirs = append(dirs, filepath.Join(certs, e.Name()))
+			}
 		}
 	}
 	return dirs

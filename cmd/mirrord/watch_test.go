@@ -243,8 +243,9 @@ func TestWatchDirs(t *testing.T) {
 	for i := range got {
 		got[i] = strings.TrimPrefix(got[i], root)
 	}
-	want := []string{"/etc/containerd", "/etc/containerd/certs.d", "/etc/docker",
-		"/etc/mirrord", "/etc/mirrord/conf.d", "/etc/containerd/certs.d/quay.io"}
+	want := []string{"/etc/containerd", "/etc/docker", "/etc/containers/registries.conf.d",
+		"/etc/rancher/k3s", "/etc/rancher/rke2", "/etc/mirrord", "/etc/mirrord/conf.d",
+		"/etc/containerd/certs.d", "/etc/containerd/certs.d/quay.io", "/etc/docker/certs.d"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("watched directories (-want +got):\n%s", diff)
 	}

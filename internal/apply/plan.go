@@ -21,11 +21,11 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
+	"github.com/mirrord/mirrord/internal/k3s"
 	"github.com/mirrord/mirrord/internal/spec"
 )
 
@@ -86,6 +86,10 @@ type Plan struct {
 	claimed map[string]bool
 	// release lists owned files that leave mirrord's care with this Plan.
 	release []string
+
+	// dockerVer is dockerd's release, once dockerProbed; see dockerVersion.
+	dockerVer    docker.Version
+	dockerProbed bool
 }
 
 // Build computes the Plan for cfg. It reads the node and changes nothing.
@@ -116,6 +120,21 @@ func Build(cfg config.Config, log *slog.Logger) (*Plan, error) {
 	if slices.Contains(p.Runtimes, config.Docker) {
 		if err := p.docker(cfg); err != nil {
 			return nil, err
+		}
+		if err := p.dockerCertsD(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if slices.Contains(p.Runtimes, config.CRIO) || slices.Contains(p.Runtimes, config.Podman) {
+		if err := p.containers(cfg); err != nil {
+			return nil, err
+		}
+	}
+	for _, rt := range []config.Runtime{config.K3s, config.RKE2} {
+		if slices.Contains(p.Runtimes, rt) {
+			if err := p.rancher(cfg, rt); err != nil {
+				return nil, err
+			}
 		}
 	}
 	p.releaseUnwanted()
@@ -222,7 +241,7 @@ func (p *Plan) containerd(cfg config.Config, log *slog.Logger) error {
 func (p *Plan) docker(cfg config.Config) error {
 	var v docker.Version
 	if needsDockerVersion(cfg.Spec) {
-		v, _ = docker.DetectVersion(p.Root)
+		v = p.dockerVersion()
 	}
 	want, warnings := docker.Desired(cfg.Spec, v)
 	for _, w := range warnings {
@@ -331,47 +350,57 @@ func (p *Plan) restoreChange(nodePath string, f *FileState) (*Change, error) {
 	return c, nil
 }
 
-func runtimeOf(nodePath string) config.Runtime {
-	if strings.HasPrefix(nodePath, "/etc/docker/") {
-		return config.Docker
-	}
-	return config.Containerd
-}
-
-// decideActions gives each managed runtime the least disruptive action its
-// changes need: containerd reads hosts.toml on every pull but config.toml
-// only at start; dockerd reloads its mirrors on SIGHUP.
+// decideActions gives each unit of each managed runtime the least
+// disruptive action its changes need: containerd reads hosts.toml on every
+// pull but config.toml only at start; dockerd reloads its mirrors on
+// SIGHUP; CRI-O reloads its registries on SIGHUP; podman reads them on every
+// run; k3s and RKE2 render their containerd's files from registries.yaml
+// when they start. A runtime with two units (server and agent) gets an
+// action for each; the one that is not installed or not active gets
+// nothing when the action is carried out.
 func decideActions(runtimes []config.Runtime, changes []Change) []Action {
 	var out []Action
 	for _, rt := range runtimes {
-		a := Action{Runtime: rt, Unit: rt.Unit(), Verb: None, Reason: "nothing changed"}
+		verb, reason := None, "nothing changed"
 		for _, c := range changes {
-			if c.Runtime != rt {
+			ok, v := reads(rt, c.Path)
+			if !ok {
 				continue
 			}
-			switch {
-			case c.Path == containerd.ConfigFile:
-				a.Verb, a.Reason = Restart, "config.toml changed"
-			case c.Path == docker.DaemonJSON:
-				a.Verb, a.Reason = Reload, "daemon.json changed"
-			case a.Verb == None:
-				a.Reason = "only hosts.toml changed; containerd reads it on every pull"
+			if rank(v) > rank(verb) || reason == "nothing changed" {
+				verb, reason = v, reasonFor(rt, c.Path, v)
 			}
 		}
-		out = append(out, a)
+
+		units := rt.Units()
+		if len(units) == 0 {
+			units = []string{""}
+		}
+		for _, u := range units {
+			out = append(out, Action{Runtime: rt, Unit: u, Verb: verb, Reason: reason})
+		}
 	}
 	return out
 }
 
 // DetectRuntimes lists the runtimes installed under root: a binary in the
-// usual places or a configuration directory.
+// usual places or, for containerd, dockerd and CRI-O, a configuration
+// directory; k3s and RKE2 by their unit files or binaries (k3s.Detect).
+// Podman counts by its binary only: skopeo and buildah make
+// /etc/containers too.
 func DetectRuntimes(root string) []config.Runtime {
 	marks := map[config.Runtime][]string{
 		config.Containerd: {"usr/bin/containerd", "usr/local/bin/containerd",
 			"usr/sbin/containerd", "etc/containerd"},
 		config.Docker: {"usr/bin/dockerd", "usr/sbin/dockerd", "usr/local/bin/dockerd",
 			"etc/docker"},
+		config.CRIO:   {"usr/bin/crio", "usr/local/bin/crio", "etc/crio"},
+		config.Podman: {"usr/bin/podman", "usr/local/bin/podman"},
 	}
+	for _, f := range k3s.Detect(root) {
+		marks[config.Runtime(f.Name)] = []string{"."}
+	}
+
 	var out []config.Runtime
 	for _, rt := range config.AllRuntimes {
 		for _, m := range marks[rt] {

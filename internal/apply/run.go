@@ -108,11 +108,13 @@ func run(ctx context.Context, root, command string, actor Actor, log *slog.Logge
 }
 
 // pendingActions are the Plan's actions plus those an earlier run failed to
-// carry out, one per runtime, the more disruptive verb winning.
+// carry out, one per unit, the more disruptive verb winning.
 func (p *Plan) pendingActions() []Action {
 	out := slices.Clone(p.Actions)
 	for _, old := range p.state.Pending {
-		i := slices.IndexFunc(out, func(a Action) bool { return a.Runtime == old.Runtime })
+		i := slices.IndexFunc(out, func(a Action) bool {
+			return a.Runtime == old.Runtime && a.Unit == old.Unit
+		})
 		switch {
 		case i < 0:
 			out = append(out, old)

@@ -117,7 +117,12 @@ func ReadStatus(cfg config.Config, cfgErr error) (*Status, error) {
 		case config.Containerd:
 			rs.ConfigPath, rs.Registries = containerdStatus(cfg.Root, st.Spec)
 		case config.Docker:
-			rs.Registries = dockerStatus(cfg.Root, st.Spec)
+			rs.Registries = append(dockerStatus(cfg.Root, st.Spec),
+				dockerCertsStatus(cfg.Root, st.Spec)...)
+		case config.CRIO, config.Podman:
+			rs.Registries = containersStatus(cfg.Root, st.Spec)
+		case config.K3s, config.RKE2:
+			rs.Registries = rancherStatus(cfg.Root, rt, st.Spec)
 		}
 		s.Runtimes = append(s.Runtimes, rs)
 	}
@@ -129,11 +134,16 @@ func containerdStatus(root string, last spec.Spec) (string, []RegistryStatus) {
 	if data, err := os.ReadFile(filepath.Join(root, containerd.ConfigFile)); err == nil {
 		configPath = readConfigPath(data)
 	}
+	return configPath, hostsStatus(root, containerd.CertsDir, last)
+}
 
-	var out []RegistryStatus
-	dirs, _ := filepath.Glob(filepath.Join(root, containerd.CertsDir, "*", "hosts.toml"))
-	slices.Sort(dirs)
-	for _, file := range dirs {
+// hostsStatus lists the registries of the hosts.toml files under dir, a
+// certs.d directory: containerd's, or dockerd's for its containerd store.
+func hostsStatus(root, dir string, last spec.Spec) []RegistryStatus {
+	out := []RegistryStatus{}
+	files, _ := filepath.Glob(filepath.Join(root, dir, "*", "hosts.toml"))
+	slices.Sort(files)
+	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			continue
@@ -148,16 +158,12 @@ func containerdStatus(root string, last spec.Spec) (string, []RegistryStatus) {
 		}
 		source := "not mirrord's"
 		if hf.Managed {
-			source = "mirrord"
-			if r, ok := last.Lookup(host); ok {
-				source = r.Source.String()
-			}
+			source = managedSource(last, host)
 		}
 		out = append(out, RegistryStatus{Host: host, Mirrors: hf.Mirrors, Source: source,
-			File: path.Join(containerd.CertsDir, filepath.Base(filepath.Dir(file)),
-				"hosts.toml")})
+			File: path.Join(dir, filepath.Base(filepath.Dir(file)), "hosts.toml")})
 	}
-	return configPath, out
+	return out
 }
 
 // readConfigPath finds config_path in a config.toml of any version.

@@ -42,25 +42,48 @@ const DefaultFile = "/etc/mirrord/mirrord.toml"
 // Runtime names a container runtime mirrord can manage.
 type Runtime string
 
-// The runtimes mirrord manages.
+// The runtimes mirrord manages. CRI-O and podman read the same
+// registries.conf drop-in; k3s and RKE2 each read their own registries.yaml.
 const (
 	Containerd Runtime = "containerd"
 	Docker     Runtime = "docker"
+	CRIO       Runtime = "crio"
+	Podman     Runtime = "podman"
+	K3s        Runtime = "k3s"
+	RKE2       Runtime = "rke2"
 )
 
-// Unit names the systemd unit that runs the runtime.
-func (r Runtime) Unit() string {
+// Units names the systemd units that run the runtime, the one a node
+// usually runs first: k3s and RKE2 run as a server or an agent unit, and a
+// node has one of them. Podman has none: it runs per command.
+func (r Runtime) Units() []string {
 	switch r {
 	case Containerd:
-		return "containerd.service"
+		return []string{"containerd.service"}
 	case Docker:
-		return "docker.service"
+		return []string{"docker.service"}
+	case CRIO:
+		return []string{"crio.service"}
+	case K3s:
+		return []string{"k3s.service", "k3s-agent.service"}
+	case RKE2:
+		return []string{"rke2-server.service", "rke2-agent.service"}
 	}
-	return ""
+	return nil
+}
+
+// Unit names the runtime's units for a person: "containerd.service", "k3s.service or
+// k3s-agent.service", or "no unit" for podman.
+func (r Runtime) Unit() string {
+	units := r.Units()
+	if len(units) == 0 {
+		return "no unit"
+	}
+	return strings.Join(units, " or ")
 }
 
 // AllRuntimes lists every runtime mirrord knows, in the order it handles them.
-var AllRuntimes = []Runtime{Containerd, Docker}
+var AllRuntimes = []Runtime{Containerd, Docker, CRIO, Podman, K3s, RKE2}
 
 // Options are what the command line gives Load. Empty fields fall back to
 // the environment, then to defaults.
@@ -130,6 +153,12 @@ type Env struct {
 	// MetadataTimeout bounds the metadata step, as a Go duration; it is
 	// read as text so that a bad value gets mirrord's own error.
 	MetadataTimeout string `envconfig:"METADATA_TIMEOUT"`
+	// MetadataInterval is how often watch polls a provider that cannot
+	// long-poll, as a Go duration.
+	MetadataInterval string `envconfig:"METADATA_INTERVAL"`
+	// MetadataIMDSv1 allows EC2's IMDSv1 when the IMDSv2 token is refused:
+	// a boolean, false by default.
+	MetadataIMDSv1 string `envconfig:"METADATA_IMDSV1"`
 }
 
 // ReadEnv reads the MIRRORD_* variables.
@@ -156,8 +185,9 @@ func ResolveRoot(flagRoot string, env Env) (string, error) {
 // under root: the provider from MIRRORD_METADATA ("auto" when unset), the
 // base URL from MIRRORD_METADATA_ENDPOINT, the bound from
 // MIRRORD_METADATA_TIMEOUT (a Go duration; metadata.DefaultTimeout when
-// unset). Its errors name the variable and its value and say what would be
-// valid. log receives the metadata package's logs.
+// unset), the poll interval from MIRRORD_METADATA_INTERVAL and IMDSv1 from
+// MIRRORD_METADATA_IMDSV1. Its errors name the variable and its value and
+// say what would be valid. log receives the metadata package's logs.
 func MetadataOptions(env Env, root string, log *slog.Logger) (metadata.Options, error) {
 	o := metadata.Options{Root: root, Log: log}
 
@@ -177,15 +207,40 @@ func MetadataOptions(env Env, root string, log *slog.Logger) (metadata.Options, 
 		}
 	}
 
-	if t := strings.TrimSpace(env.MetadataTimeout); t != "" {
-		d, err := time.ParseDuration(t)
-		if err != nil || d <= 0 {
-			return o, fmt.Errorf("env MIRRORD_METADATA_TIMEOUT: %q: want a positive Go "+
-				"duration such as 2s or 500ms", env.MetadataTimeout)
+	var err error
+	if o.Timeout, err = envDuration("MIRRORD_METADATA_TIMEOUT", env.MetadataTimeout,
+		"2s or 500ms"); err != nil {
+		return o, err
+	}
+	if o.Interval, err = envDuration("MIRRORD_METADATA_INTERVAL", env.MetadataInterval,
+		"60s or 5m"); err != nil {
+		return o, err
+	}
+
+	if v := strings.TrimSpace(env.MetadataIMDSv1); v != "" {
+		allow, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("env MIRRORD_METADATA_IMDSV1: %q: want true or false",
+				env.MetadataIMDSv1)
 		}
-		o.Timeout = d
+		o.AllowIMDSv1 = allow
 	}
 	return o, nil
+}
+
+// envDuration parses the variable name's value v as a positive Go
+// duration; empty gives 0, the default. examples names valid values.
+func envDuration(name, v, examples string) (time.Duration, error) {
+	t := strings.TrimSpace(v)
+	if t == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("env %s: %q: want a positive Go duration such as %s", name, v,
+			examples)
+	}
+	return d, nil
 }
 
 // Load resolves the Config from opts, the environment and the config file.
@@ -350,6 +405,15 @@ func hosts(s spec.Spec) []string {
 	return out
 }
 
+// runtimeNames lists AllRuntimes for an error message.
+func runtimeNames() string {
+	names := make([]string, len(AllRuntimes))
+	for i, r := range AllRuntimes {
+		names[i] = string(r)
+	}
+	return strings.Join(names, ", ")
+}
+
 // ParseRuntimes checks runtime names and returns them without duplicates.
 func ParseRuntimes(names []string) ([]Runtime, error) {
 	out := []Runtime{}
@@ -360,7 +424,7 @@ func ParseRuntimes(names []string) ([]Runtime, error) {
 		}
 		r := Runtime(n)
 		if !slices.Contains(AllRuntimes, r) {
-			return nil, fmt.Errorf("runtime %q is not known; valid: containerd, docker", n)
+			return nil, fmt.Errorf("runtime %q is not known; valid: %s", n, runtimeNames())
 		}
 		if !slices.Contains(out, r) {
 			out = append(out, r)

@@ -182,8 +182,8 @@ func TestBadInput(t *testing.T) {
 		},
 		{
 			name:    "env_unknown_runtime",
-			env:     map[string]string{"MIRRORD_RUNTIMES": "containerd,podman"},
-			wantErr: `env MIRRORD_RUNTIMES: runtime "podman" is not known; valid: containerd, docker`,
+			env:     map[string]string{"MIRRORD_RUNTIMES": "containerd,cri-o"},
+			wantErr: `env MIRRORD_RUNTIMES: runtime "cri-o" is not known; valid: containerd, docker, crio, podman, k3s, rke2`,
 		},
 		{
 			name:    "flag_bad_url",
@@ -242,8 +242,8 @@ func TestBadInput(t *testing.T) {
 		},
 		{
 			name:    "file_bad_runtimes",
-			file:    "runtimes = [\"crio\"]\n",
-			wantErr: `file /etc/mirrord/mirrord.toml: runtimes: runtime "crio" is not known; valid: containerd, docker`,
+			file:    "runtimes = [\"runc\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: runtimes: runtime "runc" is not known; valid: containerd, docker, crio, podman, k3s, rke2`,
 		},
 		{
 			name:    "dropin_bad_registry_name",

@@ -234,8 +234,8 @@ func TestBadMetadata(t *testing.T) {
 		},
 		{
 			name:    "config_bad_runtimes",
-			values:  gceValues("", "runtimes = [\"crio\"]\n"),
-			wantErr: `metadata gce project attribute mirrord-config: value "runtimes = [\"crio\"]\n": runtimes: runtime "crio" is not known; valid: containerd, docker`,
+			values:  gceValues("", "runtimes = [\"runc\"]\n"),
+			wantErr: `metadata gce project attribute mirrord-config: value "runtimes = [\"runc\"]\n": runtimes: runtime "runc" is not known; valid: containerd, docker, crio, podman, k3s, rke2`,
 		},
 		{
 			name: "aws_tag",
@@ -282,9 +282,10 @@ func TestMetadataOptions(t *testing.T) {
 		{
 			name: "all_set",
 			env: Env{Metadata: " GCE ", MetadataEndpoint: "http://127.0.0.1:8080/",
-				MetadataTimeout: "750ms"},
+				MetadataTimeout: "750ms", MetadataInterval: "5m", MetadataIMDSv1: "true"},
 			want: metadata.Options{Provider: "gce", Endpoint: "http://127.0.0.1:8080/",
-				Timeout: 750 * time.Millisecond, Root: "/node", Log: log},
+				Timeout: 750 * time.Millisecond, Interval: 5 * time.Minute, AllowIMDSv1: true,
+				Root: "/node", Log: log},
 		},
 		{
 			name: "none",
@@ -315,6 +316,16 @@ func TestMetadataOptions(t *testing.T) {
 			name:    "timeout_zero",
 			env:     Env{MetadataTimeout: "0s"},
 			wantErr: `env MIRRORD_METADATA_TIMEOUT: "0s": want a positive Go duration such as 2s or 500ms`,
+		},
+		{
+			name:    "interval_negative",
+			env:     Env{MetadataInterval: "-1m"},
+			wantErr: `env MIRRORD_METADATA_INTERVAL: "-1m": want a positive Go duration such as 60s or 5m`,
+		},
+		{
+			name:    "imdsv1_not_boolean",
+			env:     Env{MetadataIMDSv1: "allow"},
+			wantErr: `env MIRRORD_METADATA_IMDSV1: "allow": want true or false`,
 		},
 	}
 	for _, tt := range tests {

@@ -1,15 +1,20 @@
 package docker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/spec"
@@ -250,4 +255,52 @@ func listHostDir(dir string) (certs []string, hasHosts bool, err error) {
 		}
 	}
 	return certs, hasHosts, nil
+}
+
+// Socket is dockerd's default API socket on the node.
+const Socket = "/run/docker.sock"
+
+// storeQueryTimeout bounds AskImageStore: the answer only spares writing
+// files that would be harmless, so it must never slow apply down much.
+const storeQueryTimeout = 300 * time.Millisecond
+
+// AskImageStore asks the dockerd whose API socket is under root which
+// image store it uses (GET /info, StoreFromInfo). Any failure (no socket,
+// no answer within 300 ms, an odd body) gives StoreUnknown: the caller
+// falls back to what the files say.
+func AskImageStore(ctx context.Context, root string) ImageStore {
+	ctx, cancel := context.WithTimeout(ctx, storeQueryTimeout)
+	defer cancel()
+
+	sock := filepath.Join(rootDir(root), Socket)
+	if _, err := os.Stat(sock); err != nil {
+		return StoreUnknown
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer client.CloseIdleConnections()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
+	if err != nil {
+		return StoreUnknown
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return StoreUnknown
+	}
+	defer resp.Body.Close()
+
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return StoreUnknown
+	}
+	st, err := StoreFromInfo(body)
+	if err != nil {
+		return StoreUnknown
+	}
+	return st
 }

@@ -26,6 +26,9 @@ import (
 	"github.com/mirrord/mirrord/internal/spec"
 )
 
+// MainFile is the main registries.conf, read before the drop-ins.
+const MainFile = "/etc/containers/registries.conf"
+
 // Dir is the drop-in directory that CRI-O and rootful podman read.
 const Dir = "/etc/containers/registries.conf.d"
 

@@ -272,3 +272,38 @@ func protoStrings(msg []byte) map[int]string {
 	}
 	return out
 }
+
+// The CRI sockets of the other runtimes mirrord acts on: CRI-O's, and the
+// embedded containerd's of k3s and RKE2 (both under /run/k3s).
+const (
+	crioSocket    = "/run/crio/crio.sock"
+	rancherSocket = "/run/k3s/containerd/containerd.sock"
+)
+
+// checkCRI proves that the runtime name serves the CRI on sock under root,
+// asking until it does or timeout passes. For CRI-O after a reload this
+// shows the daemon survived it; that it took the registries shows only in
+// its log, which a reload of a bad file does not fail (like dockerd's).
+func checkCRI(ctx context.Context, root, name, sock string, timeout time.Duration,
+	log *slog.Logger) error {
+	path := filepath.Join(root, sock)
+	var r criReply
+	err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
+		var err error
+		r, err = criVersion(ctx, path)
+		switch {
+		case err != nil:
+			return true, fmt.Errorf("%s at %s: %w", name, path, err)
+		case r.code != grpcOK:
+			return true, fmt.Errorf("%s at %s: CRI Version: gRPC status %d: %s", name, path,
+				r.code, r.message)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+
+	log.Info(name+"'s CRI answers", "runtime", r.runtime, "version", r.version)
+	return nil
+}

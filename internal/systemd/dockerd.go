@@ -20,7 +20,7 @@ import (
 )
 
 // dockerSocket is dockerd's default API socket on the node.
-const dockerSocket = "/run/docker.sock"
+const dockerSocket = docker.Socket
 
 // dockerInfo is the part of dockerd's GET /info answer the proof reads.
 type dockerInfo struct {

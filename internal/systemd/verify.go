@@ -26,12 +26,10 @@ func (m *Manager) Verify(ctx context.Context, rts []config.Runtime) error {
 	p := &pass{}
 	var errs []error
 	for _, rt := range rts {
-		unit := rt.Unit()
-		if unit == "" {
-			continue
-		}
-		if err := m.verify(ctx, rt, unit, p); err != nil {
-			errs = append(errs, fmt.Errorf("check %s: %w", unit, err))
+		for _, unit := range rt.Units() {
+			if err := m.verify(ctx, rt, unit, p); err != nil {
+				errs = append(errs, fmt.Errorf("check %s: %w", unit, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -93,6 +91,11 @@ func (m *Manager) proveRuntime(ctx context.Context, rt config.Runtime) error {
 		return checkContainerd(ctx, m.root, m.checkTimeout, m.log)
 	case config.Docker:
 		return checkDockerd(ctx, m.root, m.checkTimeout, m.log)
+	case config.CRIO:
+		return checkCRI(ctx, m.root, "CRI-O", crioSocket, m.checkTimeout, m.log)
+	case config.K3s, config.RKE2:
+		return checkCRI(ctx, m.root, string(rt)+" containerd", rancherSocket, m.checkTimeout,
+			m.log)
 	}
 	return nil
 }

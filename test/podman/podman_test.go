@@ -1,6 +1,7 @@
 package podmantest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/mirrord/mirrord/internal/registries"
-	"github.com/mirrord/mirrord/internal/spec"
 )
 
 // enabled is true when the environment asks for the end-to-end tests.
@@ -133,20 +133,19 @@ func TestPodmanPullsThroughMirrors(t *testing.T) {
 	}
 	since := func(r *registry) []request { return r.requests(t)[seeded[r]:] }
 
-	// TODO(#7): run mirrord apply once the runtime is wired; until then the
-	// test renders the drop-in through the package's API.
-	pullOnly := mustMirror(t, "http://"+digestOnly.addr)
-	pullOnly.Capabilities = []spec.Capability{spec.Pull}
-	s, err := spec.New([]spec.Registry{
-		{Host: "docker.io", Mirrors: []spec.Mirror{pullOnly, mustMirror(t, "http://"+hub.addr)}},
-		{Host: "quay.io", Mirrors: []spec.Mirror{mustMirror(t, "http://"+quay.addr)}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dropIn, warnings := registries.Render(s)
-	if len(warnings) > 0 {
-		t.Fatalf("Render warned: %q", warnings)
+	// mirrord writes the drop-in, as apply does on a node with podman; the
+	// capabilities of the first Hub mirror need the file form of the spec.
+	spec := fmt.Sprintf(`runtimes = ["podman"]
+
+[registries."docker.io"]
+mirrors = [{ url = "http://%s", capabilities = ["pull"] }, "http://%s"]
+
+[registries."quay.io"]
+mirrors = ["http://%s"]
+`, digestOnly.addr, hub.addr, quay.addr)
+	dropIn, applyOut := mirrordDropIn(t, spec)
+	if strings.Contains(applyOut, "warning") {
+		t.Fatalf("mirrord apply warned:\n%s", applyOut)
 	}
 	t.Logf("drop-in:\n%s", dropIn)
 
@@ -205,12 +204,35 @@ func requireServed(t *testing.T, r *registry, got []request) {
 	}
 }
 
-func mustMirror(t *testing.T, raw string) spec.Mirror {
+// mirrordDropIn builds mirrord, runs "mirrord apply --no-reload" on an
+// empty node whose config file is spec, and returns the drop-in it wrote and
+// what it printed.
+func mirrordDropIn(t *testing.T, spec string) ([]byte, string) {
 	t.Helper()
 
-	m, err := spec.NewMirror(raw)
-	if err != nil {
-		t.Fatalf("NewMirror(%q): %v", raw, err)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mirrord")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/mirrord")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build mirrord: %v\n%s", err, out)
 	}
-	return m
+
+	root := filepath.Join(dir, "node")
+	if err := writeFile(filepath.Join(root, "etc/mirrord/mirrord.toml"), []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+	apply := exec.Command(bin, "apply", "--no-reload", "--root", root)
+	apply.Env = []string{"PATH=" + os.Getenv("PATH"), "MIRRORD_METADATA=none"}
+	out, err := apply.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mirrord apply: %v\n%s", err, out)
+	}
+	t.Logf("mirrord apply:\n%s", out)
+
+	dropIn, err := os.ReadFile(filepath.Join(root, registries.DropIn))
+	if err != nil {
+		t.Fatalf("mirrord apply wrote no drop-in: %v", err)
+	}
+	return dropIn, string(out)
 }

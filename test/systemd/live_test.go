@@ -184,23 +184,14 @@ type runState struct {
 	Reloads int
 }
 
-// runtimes maps containerd and docker to their state.
+// runtimes maps runtime units to their state.
 type runtimes map[string]runState
 
 // runtimeState returns the state of both runtimes, which must be active.
 func (m *machine) runtimeState() runtimes {
 	m.t.Helper()
 
-	r := runtimes{}
-	for _, unit := range []string{containerd, docker} {
-		p := m.props(unit, "MainPID", "ActiveState")
-		if p["ActiveState"] != "active" {
-			m.t.Fatalf("%s is %s, want active:\n%s", unit, p["ActiveState"], m.journal(unit))
-		}
-		r[unit] = runState{MainPID: p["MainPID"], Starts: m.starts(unit),
-			Reloads: m.reloads(unit)}
-	}
-	return r
+	return m.unitStates(containerd, docker)
 }
 
 // wantRestarted checks that unit was restarted exactly once since r, under
