@@ -108,7 +108,7 @@ func TestConffileExamplesValid(t *testing.T) {
 
 // defaultLine matches an assignment of /etc/default/mirrord, commented out
 // or not, as systemd's EnvironmentFile= reads it.
-var defaultLine = regexp.MustCompile(`^(#?)(MIRRORD_[A-Z_]+)=(.*)$`)
+var defaultLine = regexp.MustCompile(`^(#?)(MIRRORD_[A-Z0-9_]+)=(.*)$`)
 
 // defaultsEnv returns the assignments of an /etc/default/mirrord file as
 // NAME=value; with commented, also those commented out. Lines that are not
