@@ -166,7 +166,9 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 	}
 
 	err = watch.Run(ctx, watch.Options{
-		Dirs:        func() []string { return watchDirs(root, file) },
+		Dirs: func() []string {
+			return append(watchDirs(root, file), secretDirs(root, cfg)...)
+		},
 		FightLimit:  fightLimit,
 		FightWindow: fightWindow,
 		Pass:        pass,
@@ -286,6 +288,21 @@ func watchDirs(root, file string) []string {
 	for _, e := range entries {
 		if e.IsDir() {
 			dirs = append(dirs, filepath.Join(certs, e.Name()))
+		}
+	}
+	return dirs
+}
+
+// secretDirs lists the directories of the password files cfg's mirrors
+// read, so that a new token is rendered at once: containerd reads hosts.toml
+// on every pull, so nothing is restarted.
+func secretDirs(root string, cfg config.Config) []string {
+	var dirs []string
+	for _, r := range cfg.Spec.Registries {
+		for _, m := range r.Mirrors {
+			if m.Auth != nil && m.Auth.File() != "" {
+				dirs = append(dirs, filepath.Join(root, filepath.Dir(m.Auth.File())))
+			}
 		}
 	}
 	return dirs

@@ -70,6 +70,9 @@ type Change struct {
 	// Restore means New is the original mirrord kept (or its absence): the
 	// file leaves mirrord's care.
 	Restore bool
+	// Private means New carries credentials: it is written 0600, its diff
+	// is masked and its digest is not logged.
+	Private bool
 }
 
 // Plan is what Build found: the changes and actions that bring the node to
@@ -211,8 +214,7 @@ func (p *Plan) containerd(cfg config.Config, log *slog.Logger) error {
 
 	for _, r := range eff.Registries {
 		hostsPath := path.Join(containerd.CertsDir, containerd.HostDir(r.Host), "hosts.toml")
-		if err := p.want(config.Containerd, hostsPath, containerd.RenderHosts(r),
-			0o644); err != nil {
+		if err := p.wantHosts(config.Containerd, hostsPath, r); err != nil {
 			return err
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/aymanbagabas/go-udiff"
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/mirrord/mirrord/internal/config"
@@ -20,18 +19,13 @@ import (
 
 // Diff renders the Plan's changes as one unified diff per file, paths as the
 // node sees them; a created file comes from /dev/null, a removed one goes to
-// it.
+// it. Credentials never show: every line that carries one has its value
+// masked, in old and new alike, and a change of credentials alone is
+// named, not shown.
 func (p *Plan) Diff() string {
 	var b strings.Builder
 	for _, c := range p.Changes {
-		from, to := "a"+c.Path, "b"+c.Path
-		if c.Old == nil {
-			from = "/dev/null"
-		}
-		if c.New == nil {
-			to = "/dev/null"
-		}
-		b.WriteString(udiff.Unified(from, to, string(c.Old), string(c.New)))
+		b.WriteString(diffFile(c, p.Spec))
 	}
 	return b.String()
 }
