@@ -23,7 +23,10 @@ func node(t *testing.T) string {
 	return root
 }
 
-// clearEnv keeps the caller's MIRRORD_* variables out of the test.
+// clearEnv keeps the caller's MIRRORD_* variables out of the test, and
+// turns the watch's probes off: the sample node's mirrors are not on
+// loopback, and tests send traffic to loopback only. Tests of the probes
+// set MIRRORD_PROBE_INTERVAL themselves.
 func clearEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
@@ -32,6 +35,7 @@ func clearEnv(t *testing.T) {
 			os.Unsetenv(name)
 		}
 	}
+	t.Setenv(probeIntervalEnv, "off")
 }
 
 func mirrord(t *testing.T, args ...string) (code int, stdout, stderr string) {

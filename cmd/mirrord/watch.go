@@ -25,6 +25,7 @@ import (
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
 	"github.com/mirrord/mirrord/internal/metadata"
+	"github.com/mirrord/mirrord/internal/spec"
 	"github.com/mirrord/mirrord/internal/watch"
 )
 
@@ -76,6 +77,10 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 	if err != nil {
 		return err
 	}
+	probeInterval, probeTimeout, err := probeSettings()
+	if err != nil {
+		return err
+	}
 	if os.Getenv("GOGC") == "" {
 		// The watch lives long and allocates only during passes; a heap
 		// goal of a quarter above the live heap keeps it about 3 MiB
@@ -115,12 +120,25 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 	var follower sync.WaitGroup
 	defer follower.Wait()
 	var startFollower sync.Once
+	// The health loop probes the spec of the last pass and kicks a pass
+	// when the order of the hosts.toml files should change.
+	var effective atomic.Pointer[spec.Spec]
+	kick := make(chan string, 1)
 	follow := func() {
 		follower.Add(1)
 		go func() {
 			defer follower.Done()
 			followMetadata(ctx, md, &current, &mdPending, reload, log)
 		}()
+		if probeInterval > 0 {
+			follower.Add(1)
+			go func() {
+				defer follower.Done()
+				h := healthLoop{root: root, interval: probeInterval, timeout: probeTimeout,
+					current: &effective, kick: kick, log: log}
+				h.run(ctx)
+			}()
+		}
 	}
 
 	// The last load, for Status; only the loop's goroutines touch them, one
@@ -142,6 +160,7 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 		p, err := apply.Apply(ctx, cfg, actor, log.With("pass", reason))
 		var changed []string
 		if p != nil {
+			effective.Store(&p.Spec)
 			for _, c := range p.Changes {
 				changed = append(changed, c.Path)
 			}
@@ -182,6 +201,7 @@ func watchCmd(ctx context.Context, o options, _ io.Writer, log *slog.Logger) err
 		},
 		Status: func() string { return statusLine(cfg, cfgErr, proofErr) },
 		Log:    log,
+		Kick:   kick,
 	}, reload)
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
@@ -335,6 +355,9 @@ func statusLine(cfg config.Config, cfgErr, proofErr error) string {
 	}
 	if proofErr != nil {
 		parts = append(parts, "PROOF FAILED: "+clip(proofErr.Error()))
+	}
+	if n := len(s.Demoted); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d failing mirror%s moved last", n, plural(n, "", "s")))
 	}
 
 	var rts []string

@@ -26,6 +26,7 @@ import (
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
+	"github.com/mirrord/mirrord/internal/health"
 	"github.com/mirrord/mirrord/internal/spec"
 )
 
@@ -84,6 +85,8 @@ type Plan struct {
 	Changes  []Change
 	Actions  []Action
 	Warnings []string
+	// Health is the health order the hosts.toml files were rendered in.
+	Health health.State
 
 	state   *State
 	claimed map[string]bool
@@ -212,7 +215,7 @@ func (p *Plan) containerd(cfg config.Config, log *slog.Logger) error {
 		}
 	}
 
-	for _, r := range eff.Registries {
+	for _, r := range p.healthOrder(eff).Registries {
 		hostsPath := path.Join(containerd.CertsDir, containerd.HostDir(r.Host), "hosts.toml")
 		if err := p.wantHosts(config.Containerd, hostsPath, r); err != nil {
 			return err
