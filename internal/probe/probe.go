@@ -154,8 +154,9 @@ type Registry struct {
 	Mirrors []Result `json:"mirrors"`
 
 	// Resolved says which host named the canary's digest for pull-only
-	// mirrors, or why none could.
-	Resolved string `json:"resolved,omitempty"`
+	// mirrors; Unresolved why none could.
+	Resolved   string `json:"resolved,omitempty"`
+	Unresolved string `json:"unresolved,omitempty"`
 }
 
 // Report is a whole Check.
@@ -233,7 +234,7 @@ func checkRegistry(ctx context.Context, r spec.Registry, o Options,
 		case canary == nil:
 			probeAll(true, "")
 		case err != nil:
-			out.Resolved = err.Error()
+			out.Unresolved = err.Error()
 			for i, m := range r.Mirrors {
 				if isPullOnly(m) {
 					out.Mirrors[i] = unresolved(m, canary, err)
@@ -313,6 +314,10 @@ func resolveDigest(ctx context.Context, r spec.Registry, c *canary, done []Resul
 	if c.isDigest() {
 		return c.ref, "the canary names its digest", nil
 	}
+	resolvers := "no mirror that may resolve tags works"
+	if !slices.ContainsFunc(r.Mirrors, func(m spec.Mirror) bool { return !isPullOnly(m) }) {
+		resolvers = "no mirror of the registry may resolve tags"
+	}
 	for i, m := range r.Mirrors {
 		if !isPullOnly(m) && done[i].Status == OK && done[i].Digest != "" {
 			return done[i].Digest, "mirror " + m.URL, nil
@@ -320,15 +325,14 @@ func resolveDigest(ctx context.Context, r spec.Registry, c *canary, done []Resul
 	}
 
 	if r.NoUpstream || (r.Host == spec.Wildcard && c.ns == "") {
-		return "", "", errors.New("no mirror that may resolve tags works, and the " +
-			"upstream is off (upstream = false)")
+		return "", "", errors.New(resolvers + ", and the upstream is off (upstream = false)")
 	}
 	up := spec.Upstream(c.ns)
 	m, _ := spec.NewMirror(up)
 	res := probeMirror(ctx, m, &canary{ns: "", repo: c.repo, ref: c.ref}, "", o)
 	if res.Status != OK || res.Digest == "" {
-		return "", "", fmt.Errorf("no mirror that may resolve tags works, and the "+
-			"upstream %s cannot resolve them either (%s)", up, res.Error)
+		return "", "", fmt.Errorf("%s, and the upstream %s cannot resolve them either (%s)",
+			resolvers, up, res.Error)
 	}
 	return res.Digest, "upstream " + up, nil
 }

@@ -264,6 +264,19 @@ func TestPullOnly(t *testing.T) {
 		t.Errorf("with a resolving mirror: %+v", got)
 	}
 
+	// No resolver, and an upstream that does not answer (a loopback port
+	// with nothing behind it stands for one out of reach).
+	closed := strings.TrimPrefix(downURL(t), "http://")
+	r = spec.Registry{Host: closed, Canary: "library/busybox:latest",
+		Mirrors: []spec.Mirror{pullOnly}}
+	rep = Check(context.Background(), spec.Spec{Registries: []spec.Registry{r}},
+		Options{Timeout: 2 * time.Second})
+	got = rep.Registries[0]
+	if rep.OK || got.Mirrors[0].Status != Unknown || !strings.Contains(got.Unresolved,
+		"the upstream https://"+closed+" cannot resolve them either") {
+		t.Errorf("with the upstream out of reach: %+v", got)
+	}
+
 	// No resolver: the upstream is off here, so nothing can name the digest.
 	r = spec.Registry{Host: "docker.io", NoUpstream: true, Mirrors: []spec.Mirror{pullOnly,
 		mirror(t, downURL(t))}}

@@ -299,7 +299,11 @@ mirrors = [
 
 [registries."quay.io"]
 mirrors = ["http://%s"]
-`, canary, strings.Join(mirrors, ",\n  "), down)))
+
+[registries."ghcr.io"]
+canary = %q
+mirrors = [{ url = "http://localhost:%s", trusted = false }]
+`, canary, strings.Join(mirrors, ",\n  "), down, canary, plain.addr[len("127.0.0.1:"):])))
 	}
 	env := []string{"MIRRORD_RUNTIMES=containerd", "MIRRORD_METADATA=none"}
 	outputs := map[string]string{}
@@ -308,12 +312,24 @@ mirrors = ["http://%s"]
 	}
 
 	// check: every mirror at once, the down one first.
+	untrusted := `{ url = "http://localhost:` + plain.addr[len("127.0.0.1:"):] +
+		`", trusted = false }`
 	writeSpec(`"http://`+down+`"`, authMirror, `"http://`+atPath.addr+`/hub"`,
-		`"http://`+atPrefix.addr+`/v2/cache"`, `"http://`+plain.addr+`"`)
+		`"http://`+atPrefix.addr+`/v2/cache"`, `"http://`+plain.addr+`"`, untrusted)
 	out, errOut, code := mirrordIn(t, ns, env, "check", "--root", root, "--timeout", "3s")
 	record("check", out, errOut)
-	if code != 1 || !strings.Contains(errOut, "no working mirror for quay.io") {
-		t.Errorf("check: exit %d, stderr %q; want 1 naming quay.io", code, errOut)
+	if code != 1 || !strings.Contains(errOut, "no working mirror for ghcr.io, quay.io") {
+		t.Errorf("check: exit %d, stderr %q; want 1 naming ghcr.io and quay.io", code, errOut)
+	}
+	// An untrusted mirror is asked by the digest a trusted mirror named;
+	// alone, with the upstream out of reach, it cannot be tested at all.
+	for _, want := range []string{"pull-only mirrors: tags resolved by mirror https://" +
+		auth.addr, "UNKNOWN", "resolve: cannot test: the mirror may not resolve tags, and " +
+		"no mirror of the registry may resolve tags, and the upstream https://ghcr.io " +
+		"cannot resolve them either"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q", want)
+		}
 	}
 	js, errJS, _ := mirrordIn(t, ns, env, "check", "--root", root, "--json")
 	record("check --json", js, errJS)
@@ -322,11 +338,12 @@ mirrors = ["http://%s"]
 		t.Fatalf("check --json: %v", err)
 	}
 	requireCheck(t, rep, map[string]string{
-		"http://" + down:                        "fail connect",
-		"https://" + auth.addr:                  "ok basic",
-		"http://" + atPath.addr + "/hub":        "ok none",
-		"http://" + atPrefix.addr + "/v2/cache": "ok none",
-		"http://" + plain.addr:                  "ok none",
+		"http://" + down:                                     "fail connect",
+		"https://" + auth.addr:                               "ok basic",
+		"http://" + atPath.addr + "/hub":                     "ok none",
+		"http://" + atPrefix.addr + "/v2/cache":              "ok none",
+		"http://" + plain.addr:                               "ok none",
+		"http://localhost:" + plain.addr[len("127.0.0.1:"):]: "ok none",
 	})
 	auth.requireRequest(t, "HEAD", manifestPath("ns=docker.io"), "mirrord-probe")
 
