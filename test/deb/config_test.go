@@ -69,14 +69,26 @@ func TestConffileExamplesValid(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// mirrord.toml with its examples taken out of their comments.
+	// mirrord.toml with its examples taken out of their comments, and the
+	// token file its credentials example names.
 	toml := uncommentTOML(readTree(t, p, "etc/mirrord/mirrord.toml"))
+	secret := filepath.Join(root, "etc/mirrord/secrets/gitlab")
+	if err := os.MkdirAll(filepath.Dir(secret), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("example-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(root, "etc/mirrord/mirrord.toml"), []byte(toml),
 		0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := runMirrord(t, p, nil, "plan", "--root", root)
-	for _, want := range []string{"docker.io", "quay.io", "_default"} {
+	if strings.Contains(out, "example-token") {
+		t.Errorf("plan shows the token:\n%s", out)
+	}
+	for _, want := range []string{"docker.io", "quay.io", "_default",
+		"https://gitlab.example.net/v2/platform/dependency_proxy/containers"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan of the uncommented mirrord.toml does not mention %s:\n%s\n%s",
 				want, toml, out)

@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mirrord/mirrord/internal/metadata"
+	"github.com/mirrord/mirrord/internal/spec"
 )
 
 func TestManPage(t *testing.T) {
@@ -39,11 +42,38 @@ func TestManPage(t *testing.T) {
 		}
 	}
 
-	for _, want := range slices.Concat(commands, flags, vars) {
+	for _, want := range slices.Concat(flags, vars, tomlKeys(), presetNames()) {
 		if !strings.Contains(text, want) {
 			t.Errorf("the man page does not mention %q", want)
 		}
 	}
+
+	// Each command has an entry of its own: ".TP" then ".B COMMAND".
+	source := gunzip(t, page)
+	for _, c := range commands {
+		if !strings.Contains(source, ".TP\n.B "+c+"\n") {
+			t.Errorf("the man page has no entry for the command %s", c)
+		}
+	}
+}
+
+// tomlKeys are the keys of the config file and of instance metadata. The
+// parser keeps its list of keys unexported, so a new key must be added here
+// by hand.
+func tomlKeys() []string {
+	return []string{"runtimes", "registries.", "mirrors", "upstream", "canary", "url",
+		"capabilities", "ca_file", "skip_verify", "trusted", "username",
+		spec.KeyPasswordFile, spec.KeyPasswordEnv, spec.KeyPasswordMetadata,
+		metadata.KeyConfig, metadata.KeyMirrors, metadata.KeyCredentials}
+}
+
+// presetNames are the names of the mirror presets.
+func presetNames() []string {
+	var names []string
+	for _, p := range spec.Presets {
+		names = append(names, p.Name)
+	}
+	return names
 }
 
 // render returns a man page as plain text, wide enough that no word of
