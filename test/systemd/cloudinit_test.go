@@ -41,7 +41,25 @@ type cloudInitCase struct {
 
 	// source is how "mirrord status" names the source of docker.io.
 	source string
+
+	// mirror is how the loopback mirror serves the test image; its URL is
+	// the one the runtimes must have.
+	mirror mirrorOptions
+
+	// secret, if set, is the token the example gives the mirror: it must
+	// reach containerd only, in a 0600 hosts.toml, and dockerd, which
+	// cannot carry it, gets no mirror.
+	secret string
 }
+
+// The GitLab example's group and credentials, which the test's mirror
+// demands.
+const (
+	gitlabPreset = "gitlab:gitlab.example.com/platform"
+	gitlabPrefix = "platform/dependency_proxy/containers"
+	gitlabUser   = "mirror-bot"
+	gitlabToken  = "glpat-example-token-replace-me"
+)
 
 func TestCloudInit(t *testing.T) {
 	cases := []cloudInitCase{{
@@ -50,10 +68,27 @@ func TestCloudInit(t *testing.T) {
 		// carry them; NoCloud's meta-data lands in the same instance data.
 		metaData: "mirrord-mirrors: docker.io=" + mirrorA + "\n",
 		source:   "cloud-init /run/cloud-init/instance-data.json ds.meta_data.mirrord-mirrors",
+		mirror:   mirrorOptions{port: 5000},
 	}, {
 		name: "vm", file: "vm.yaml",
 		replace: map[string]string{"https://hub-mirror.example.net": mirrorA},
 		source:  "file /etc/mirrord/conf.d/50-cloud-init.toml",
+		mirror:  mirrorOptions{port: 5000},
+	}, {
+		// GitLab's Bearer challenge needs containerd 2.1 (see the example);
+		// the machine's containerd is 1.6, so a docker-registry that takes
+		// HTTP Basic on every request, under the Dependency Proxy's
+		// repository prefix, stands in for GitLab.
+		name: "gitlab", file: "gitlab-dependency-proxy.yaml",
+		replace: map[string]string{
+			gitlabPreset: "http://127.0.0.1:5002/v2/" + gitlabPrefix,
+			// Present as they are: the mirror demands them.
+			gitlabUser: gitlabUser, gitlabToken: gitlabToken,
+		},
+		source: "file /etc/mirrord/conf.d/50-gitlab.toml",
+		mirror: mirrorOptions{port: 5002, prefix: gitlabPrefix, user: gitlabUser,
+			password: gitlabToken},
+		secret: gitlabToken,
 	}}
 
 	for _, c := range cases {
@@ -89,25 +124,67 @@ func (c cloudInitCase) run(t *testing.T) {
 
 	// Installed by the user-data, both units up, the mirrors in place and
 	// taken from where the example puts them.
+	mirror := m.startMirror(c.mirror)
 	m.assertUnits(debVersionOld)
-	m.assertContainerdMirror(mirrorA)
+	m.assertContainerdMirror(mirror.url)
 	m.assertCRI()
-	m.assertDockerMirrors(mirrorA)
+	if c.secret == "" {
+		m.assertDockerMirrors(mirror.url)
+	} else if got := m.dockerMirrors(); len(got) > 0 {
+		t.Errorf("dockerd has mirrors %v; it cannot carry the mirror's credentials", got)
+	}
 	m.logStatus()
 	if status := m.run("mirrord", "status"); !strings.Contains(status, c.source) {
 		t.Errorf("mirrord status does not name the source %q:\n%s", c.source, status)
 	}
+	if c.secret != "" {
+		m.assertSecretKept(c.secret)
+	}
 
 	// The first pulls on the node, by containerd's CRI and by dockerd, are
 	// answered by the mirror.
-	mirror := m.startMirror(5000, "", "")
-	m.pullCRI("")
-	m.run("docker", "pull", imageName+":"+imageTag)
-	for _, agent := range []string{"containerd/", "docker/"} {
+	agents := []string{"containerd/"}
+	m.pullCRI()
+	if c.secret == "" {
+		agents = append(agents, "docker/")
+		m.run("docker", "pull", imageName+":"+imageTag)
+	}
+	for _, agent := range agents {
 		if hits := mirror.manifestHits(t, agent); len(hits) == 0 {
 			t.Errorf("the mirror served no manifest to %s:\n%s", agent, mirror.accessLog(t))
 		} else {
 			t.Logf("the mirror served %s: %s", agent, strings.Join(hits, "; "))
+		}
+	}
+}
+
+// assertSecretKept checks that the token is in docker.io's hosts.toml,
+// which is 0600, and in nothing mirrord shows or keeps: its journal, its
+// status, its state.
+func (m *machine) assertSecretKept(secret string) {
+	m.t.Helper()
+
+	fi, err := os.Stat(m.hostPath(dockerHosts))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		m.t.Errorf("%s has mode %v, want 0600: it holds the credentials", dockerHosts,
+			fi.Mode().Perm())
+	}
+	if !strings.Contains(m.readFile(dockerHosts), "Authorization") {
+		m.t.Errorf("%s has no Authorization header:\n%s", dockerHosts, m.readFile(dockerHosts))
+	}
+
+	shown := map[string]string{
+		"the journal":    m.journal(""),
+		"mirrord status": m.output("mirrord", "status"),
+		"mirrord plan":   m.output("mirrord", "plan"),
+		"state.json":     m.readFile("/var/lib/mirrord/state.json"),
+	}
+	for where, text := range shown {
+		if strings.Contains(text, secret) {
+			m.t.Errorf("%s shows the token", where)
 		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The test image every mirror serves, as Docker Hub's library/NAME:TAG.
@@ -30,10 +32,25 @@ const (
 // mirror is a docker-registry serving the test image on loopback inside a
 // machine's network namespace, started by the test process on the host.
 type mirror struct {
-	url    string // as the machine reaches it
-	port   int
+	url    string // as the machine reaches it, with /v2/PREFIX for a prefix
+	repo   string // where the test image is: [PREFIX/]library/NAME
+	o      mirrorOptions
 	access string // the access log: docker-registry writes it to stdout
 	cmd    *exec.Cmd
+}
+
+// mirrorOptions say how a mirror serves the test image.
+type mirrorOptions struct {
+	port int
+
+	// prefix, if set, is a repository prefix the image sits under, as a
+	// GitLab Dependency Proxy or a Harbor project serves Docker Hub's
+	// images: the mirror's URL is then http://127.0.0.1:PORT/v2/PREFIX.
+	prefix string
+
+	// user and password, if set, are the only credentials the registry
+	// accepts, with HTTP Basic authentication on every request.
+	user, password string
 }
 
 // registryConfigYAML is docker-registry's configuration: storage in a
@@ -55,11 +72,18 @@ maintenance:
     enabled: false
 %s`
 
-// startMirror starts docker-registry on 127.0.0.1:port in the machine's
-// network namespace, waits until it listens and pushes the test image to
-// it. auth, if not empty, is the registry's auth section; push then uses
-// pushCreds (USER:PASSWORD). The registry is stopped when the test ends.
-func (m *machine) startMirror(port int, auth, pushCreds string) *mirror {
+// registryAuthYAML is the auth section for htpasswd credentials; %s is the
+// htpasswd file.
+const registryAuthYAML = `auth:
+  htpasswd:
+    realm: mirrord-test
+    path: %s
+`
+
+// startMirror starts docker-registry on 127.0.0.1:PORT in the machine's
+// network namespace as the options say, waits until it listens and pushes
+// the test image to it. The registry is stopped when the test ends.
+func (m *machine) startMirror(o mirrorOptions) *mirror {
 	t := m.t
 	t.Helper()
 	for _, tool := range []string{"docker-registry", "skopeo", "nsenter"} {
@@ -69,10 +93,28 @@ func (m *machine) startMirror(port int, auth, pushCreds string) *mirror {
 	}
 
 	dir := t.TempDir()
-	r := &mirror{url: fmt.Sprintf("http://127.0.0.1:%d", port), port: port,
-		access: filepath.Join(dir, "access.log")}
+	r := &mirror{url: fmt.Sprintf("http://127.0.0.1:%d", o.port),
+		repo: "library/" + imageName, o: o, access: filepath.Join(dir, "access.log")}
+	if o.prefix != "" {
+		r.url += "/v2/" + o.prefix
+		r.repo = o.prefix + "/" + r.repo
+	}
+
+	auth := ""
+	if o.user != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(o.password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		line := o.user + ":" + string(hash) + "\n"
+		if err := os.WriteFile(htpasswd, []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		auth = fmt.Sprintf(registryAuthYAML, htpasswd)
+	}
 	cfg := filepath.Join(dir, "config.yml")
-	data := fmt.Sprintf(registryConfigYAML, filepath.Join(dir, "storage"), port, auth)
+	data := fmt.Sprintf(registryConfigYAML, filepath.Join(dir, "storage"), o.port, auth)
 	if err := os.WriteFile(cfg, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +148,9 @@ func (m *machine) startMirror(port int, auth, pushCreds string) *mirror {
 	})
 
 	m.eventually(10*time.Second, "docker-registry to listen on "+r.url, func() (bool, string) {
-		return listening(r.cmd.Process.Pid, port), "not listening"
+		return listening(r.cmd.Process.Pid, o.port), "not listening"
 	})
-	r.push(m, pushCreds)
+	r.push(m)
 	return r
 }
 
@@ -118,7 +160,7 @@ func (m *machine) netns() string {
 }
 
 // push copies the test image, built as an OCI layout, into the registry.
-func (r *mirror) push(m *machine, creds string) {
+func (r *mirror) push(m *machine) {
 	t := m.t
 	t.Helper()
 
@@ -127,10 +169,10 @@ func (r *mirror) push(m *machine, creds string) {
 		t.Fatalf("write test image: %v", err)
 	}
 	args := []string{m.netns(), "skopeo", "copy", "--quiet", "--dest-tls-verify=false"}
-	if creds != "" {
-		args = append(args, "--dest-creds", creds)
+	if r.o.user != "" {
+		args = append(args, "--dest-creds", r.o.user+":"+r.o.password)
 	}
-	dest := fmt.Sprintf("docker://127.0.0.1:%d/library/%s:%s", r.port, imageName, imageTag)
+	dest := fmt.Sprintf("docker://127.0.0.1:%d/%s:%s", r.o.port, r.repo, imageTag)
 	args = append(args, "oci:"+layout+":"+imageTag, dest)
 	if out, err := exec.Command("nsenter", args...).CombinedOutput(); err != nil {
 		t.Fatalf("skopeo copy to %s: %v\n%s", dest, err, out)
@@ -143,7 +185,8 @@ var accessLine = regexp.MustCompile(
 	`^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"`)
 
 // manifestHits returns the requests for the test image's manifest that
-// were answered 200 to a client whose user agent starts with agent.
+// were answered 200 to a client whose user agent starts with agent. A
+// registry with credentials answers 401 to every request without them.
 func (r *mirror) manifestHits(t *testing.T, agent string) []string {
 	t.Helper()
 
@@ -153,7 +196,7 @@ func (r *mirror) manifestHits(t *testing.T, agent string) []string {
 	}
 	defer f.Close()
 
-	path := fmt.Sprintf("/v2/library/%s/manifests/%s", imageName, imageTag)
+	path := fmt.Sprintf("/v2/%s/manifests/%s", r.repo, imageTag)
 	var hits []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -200,16 +243,14 @@ func listening(pid, port int) bool {
 // pullCRI pulls the test image through containerd's CRI in the machine,
 // with the crictl of scripts/install-test-deps.sh on the host talking to
 // the machine's containerd socket: the pull runs in containerd, in the
-// machine's network namespace, and reads its hosts.toml.
-func (m *machine) pullCRI(creds string) {
+// machine's network namespace, and reads its hosts.toml. It passes no
+// credentials: a mirror's come from hosts.toml.
+func (m *machine) pullCRI() {
 	m.t.Helper()
 
 	args := []string{"--runtime-endpoint",
-		"unix://" + m.hostPath("/run/containerd/containerd.sock"), "--timeout", "30s", "pull"}
-	if creds != "" {
-		args = append(args, "--creds", creds)
-	}
-	args = append(args, imageRef)
+		"unix://" + m.hostPath("/run/containerd/containerd.sock"), "--timeout", "30s", "pull",
+		imageRef}
 	out, err := exec.Command(crictlPath(m.t), args...).CombinedOutput()
 	if err != nil {
 		m.t.Fatalf("crictl pull %s: %v\n%s", imageRef, err, out)
