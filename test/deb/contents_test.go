@@ -303,3 +303,29 @@ func gunzip(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+func TestReproducible(t *testing.T) {
+	requireDebs(t)
+
+	// A second build of the same tree gives the same bytes: every time
+	// stamp is the commit's.
+	dir := t.TempDir()
+	cmd := exec.Command("bash", buildScript)
+	cmd.Env = append(os.Environ(), "DIST="+dir, "ARCHES="+strings.Join(arches, " "))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-deb.sh: %v\n%s", err, out)
+	}
+	for _, p := range pkgs {
+		first, err := os.ReadFile(p.deb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := os.ReadFile(filepath.Join(dir, filepath.Base(p.deb)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(first, second) {
+			t.Errorf("%s: a second build differs", filepath.Base(p.deb))
+		}
+	}
+}

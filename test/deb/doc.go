@@ -7,7 +7,8 @@
 // package's version and carries only the Go modules the copyright file
 // names; the conffiles as shipped change nothing on a node, and their
 // examples, once uncommented, are valid; the man page and "mirrord help"
-// cover every command and environment variable.
+// cover every command, flag, key and environment variable; a second build
+// gives the same bytes.
 //
 // What the package does on a node (install, upgrade, remove, purge) is
 // shown under a real systemd by test/systemd.
