@@ -9,7 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pelletier/go-toml/v2"
+
 	"github.com/mirrord/mirrord/internal/config"
+	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/logging"
 	"github.com/mirrord/mirrord/internal/spec"
 )
@@ -102,4 +105,40 @@ func TestDiffMasksCredentials(t *testing.T) {
 	if !strings.Contains(d, `+    Authorization = "(secret)"`) {
 		t.Errorf("diff does not show the masked header:\n%s", d)
 	}
+}
+
+// FuzzCredentialsMasked renders any user name and password the parser
+// accepts into a hosts.toml: containerd's schema reads it with the header
+// carrying them, and the diff shows neither.
+func FuzzCredentialsMasked(f *testing.F) {
+	f.Add("robot", "glpat-0123456789")
+	f.Add("robot$pull", "p\"w\\d=\n")
+	f.Add("ユーザー", "секрет-token")
+	f.Fuzz(func(t *testing.T, user, password string) {
+		pw, err := spec.ParseSecret(password)
+		if spec.CheckUsername(user) != nil || err != nil {
+			return
+		}
+		m, _ := spec.NewMirror("https://m.example.net/v2/group/dependency_proxy/containers")
+		m.Auth = &spec.Auth{Username: user, Password: pw, Key: spec.KeyPasswordEnv, Name: "P"}
+		s := spec.Spec{Registries: []spec.Registry{{Host: "docker.io", Mirrors: []spec.Mirror{m}}}}
+		data := containerd.RenderHosts(s.Registries[0])
+
+		var doc containerdHosts
+		dec := toml.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&doc); err != nil {
+			t.Fatalf("containerd's schema refuses the file: %v\n%s", err, data)
+		}
+		h := doc.Host[m.API()].Header["Authorization"]
+		if h != m.Auth.Header().Reveal() {
+			t.Fatalf("header %q, want the credentials'", h)
+		}
+
+		d := diffFile(Change{Path: "/etc/containerd/certs.d/docker.io/hosts.toml", New: data}, s)
+		if strings.Contains(d, m.Auth.Header().Reveal()) ||
+			(len(pw.Reveal()) >= minMaskedLen && strings.Contains(d, pw.Reveal())) {
+			t.Fatalf("diff shows the credentials:\n%s", d)
+		}
+	})
 }

@@ -192,7 +192,8 @@ type Values struct {
 	Config []byte
 
 	// Credentials is the value of mirrord-credentials, zero when absent.
-	Credentials spec.Secret
+	// It never leaves in JSON, not even masked.
+	Credentials spec.Secret `json:"-"`
 
 	// Source maps each key present to where exactly it came from, e.g.
 	// "gce instance attribute mirrord-mirrors".

@@ -17,13 +17,16 @@ import (
 // exampleNode is the sample node the conffiles are tried on.
 const exampleNode = "../../examples/node"
 
-// watchFightVar is read by the watch command, outside config.Env.
-const watchFightVar = "MIRRORD_WATCH_FIGHT"
+// helpVar matches a variable in "mirrord help".
+var helpVar = regexp.MustCompile(`\bMIRRORD_[A-Z0-9_]+\b`)
 
-// envVars returns every variable mirrord reads: the fields of config.Env
-// and the watch's own.
-func envVars() []string {
-	vars := []string{watchFightVar}
+// envVars returns every variable mirrord reads: the fields of config.Env,
+// and those the commands read themselves (the watch's, for one), as
+// "mirrord help" of the packaged binary lists them.
+func envVars(t *testing.T, p pkg) []string {
+	t.Helper()
+
+	vars := helpVar.FindAllString(runMirrord(t, p, nil, "help"), -1)
 	typ := reflect.TypeFor[config.Env]()
 	for i := range typ.NumField() {
 		if tag := typ.Field(i).Tag.Get("envconfig"); tag != "" {
@@ -31,7 +34,7 @@ func envVars() []string {
 		}
 	}
 	slices.Sort(vars)
-	return vars
+	return slices.Compact(vars)
 }
 
 func TestConffilesChangeNothing(t *testing.T) {
@@ -107,7 +110,7 @@ func TestConffileExamplesValid(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	want := slices.DeleteFunc(envVars(), func(v string) bool { return v == "MIRRORD_ROOT" })
+	want := slices.DeleteFunc(envVars(t, p), func(v string) bool { return v == "MIRRORD_ROOT" })
 	if !slices.Equal(want, names) {
 		t.Errorf("/etc/default/mirrord documents %v, want every variable but MIRRORD_ROOT: %v",
 			names, want)

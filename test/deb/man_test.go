@@ -35,7 +35,7 @@ func TestManPage(t *testing.T) {
 	help := runMirrord(t, p, nil, "help")
 	commands := helpCommands(t, help)
 	flags := regexp.MustCompile(`--[a-z][a-z-]+`).FindAllString(help, -1)
-	vars := envVars()
+	vars := envVars(t, p)
 	for _, v := range vars {
 		if !strings.Contains(help, v) {
 			t.Errorf("mirrord help does not mention %s", v)
