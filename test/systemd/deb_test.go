@@ -180,8 +180,9 @@ func TestDebLifecycle(t *testing.T) {
 			t.Errorf("/etc/mirrord/mirrord.toml after the upgrade:\n%s\nwant the operator's:\n%s",
 				got, operatorTOML)
 		}
-		if out := m.sh("ls /etc/mirrord/*.dpkg-* /etc/default/*.dpkg-* 2>/dev/null || true"); out != "" {
-			t.Errorf("dpkg left new conffile versions beside the operator's:\n%s", out)
+		leftovers := m.sh("ls /etc/mirrord/*.dpkg-* /etc/default/*.dpkg-* 2>/dev/null || true")
+		if leftovers != "" {
+			t.Errorf("dpkg left new conffile versions beside the operator's:\n%s", leftovers)
 		}
 
 		m.assertUnits(debVersionNew)
