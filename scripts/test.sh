@@ -47,7 +47,7 @@ MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 step "podman pulls through mirrord's registries.conf.d drop-in"
 MIRRORD_E2E=1 go test -count=1 -v ./test/podman/
 
-step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O and k3s, security"
+step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O and k3s, the deb, cloud-init, security"
 MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
 
 step "faults: a full and a read-only filesystem"

@@ -13,6 +13,13 @@
 // restart budget, and that both units keep a systemd-analyze security
 // exposure of 2.0 or less.
 //
+// The package tests start from a machine without mirrord: the deb that
+// scripts/build-deb.sh builds is installed, upgraded, removed and purged
+// with dpkg while containerd and dockerd run, and each user-data of
+// cloud-init/ is booted as a NoCloud seed, the deb served from a file in
+// the machine, the first pulls served by a docker-registry that the test
+// starts on the machine's loopback.
+//
 // Every machine is an overlay on one cached root filesystem, mounted in a
 // private mount namespace that ends with the machine, with only a loopback
 // network (--private-network). The root filesystem is built once by
