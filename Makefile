@@ -1,5 +1,5 @@
 # Shortcuts; the scripts in scripts/ are the real thing.
-.PHONY: build image demo check test bench
+.PHONY: build image deb demo check test bench
 
 build:
 	bash scripts/build.sh
@@ -7,6 +7,10 @@ build:
 # The container image for amd64 and arm64, as an OCI layout and oci-archive in build/image.
 image:
 	bash scripts/build-image.sh
+
+# dist/mirrord_<version>_<arch>.deb for amd64 and arm64 (ARCHES, VERSION).
+deb:
+	bash scripts/build-deb.sh
 
 demo:
 	bash scripts/demo.sh

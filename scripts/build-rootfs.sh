@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # build-rootfs.sh builds the root filesystem that test/systemd boots with
 # systemd-nspawn: a minimal Debian 12 (bookworm) with systemd as init, dbus,
-# containerd, runc, docker.io, conmon (for CRI-O, which the tests bring) and
-# cloud-init, made by mmdebstrap from Debian's packages. It is cached, keyed
-# by a hash of this script and the package list, and built only when
-# missing:
+# containerd, runc, docker.io, conmon (for CRI-O, which the tests bring),
+# cloud-init and curl, made by mmdebstrap from Debian's packages. It is
+# cached, keyed by a hash of this script and the package list, and built
+# only when missing:
 #
 #   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/rootfs-<hash>/
 #
@@ -23,12 +23,14 @@ set -euo pipefail
 
 suite=bookworm
 # Order does not matter; keep it sorted. locales-all keeps cloud-init's
-# locale module from failing (see FACTS.md 8.2).
+# locale module from failing (see FACTS.md 8.2); curl is how the cloud-init
+# examples fetch the deb, as on a cloud image.
 packages=(
 	ca-certificates
 	cloud-init
 	conmon
 	containerd
+	curl
 	dbus
 	docker.io
 	iproute2
@@ -153,7 +155,7 @@ quiet mmdebstrap \
 
 # 5. Check what the tests rely on before the tree counts as built.
 for f in usr/lib/systemd/systemd usr/bin/containerd usr/sbin/dockerd usr/bin/runc \
-	usr/bin/dbus-daemon usr/bin/cloud-init; do
+	usr/bin/dbus-daemon usr/bin/cloud-init usr/bin/curl; do
 	if [[ ! -x $tmp_root/$f ]]; then
 		echo "build-rootfs: built tree lacks /$f" >&2
 		exit 1

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # install-test-deps.sh installs what mirrord's end-to-end tests (test/e2e) run:
-# Debian's containerd 1.6, runc, dockerd 20.10, docker-registry, skopeo and
-# iproute2 from apt, plus containerd 2.2.9 (containerd, containerd-shim-runc-v2,
-# ctr), crictl 1.34.0 and CRI-O 1.34.0 (crio, static, without cgo) built from
-# the Go module proxy into a versioned cache:
+# Debian's containerd 1.6, runc, dockerd 20.10, docker-registry, skopeo,
+# iproute2 and lintian (test/deb checks the deb with it) from apt, plus
+# containerd 2.2.9 (containerd, containerd-shim-runc-v2, ctr), crictl 1.34.0
+# and CRI-O 1.34.0 (crio, static, without cgo) built from the Go module proxy
+# into a versioned cache:
 #
 #   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/containerd-v2.2.9/bin
 #   ${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}/crictl-v1.34.0/bin
@@ -19,7 +20,7 @@ set -euo pipefail
 containerd_version=v2.2.9
 crictl_version=v1.34.0
 crio_version=v1.34.0
-packages=(containerd runc docker.io docker-registry skopeo iproute2 util-linux podman)
+packages=(containerd runc docker.io docker-registry skopeo iproute2 util-linux podman lintian)
 
 tools_dir=${MIRRORD_TOOLS_DIR:-$HOME/.cache/mirrord-tools}
 work=$(mktemp -d)

@@ -39,6 +39,9 @@ for pkg in $(go list ./internal/...); do
 	done
 done
 
+step "the deb: built for amd64 and arm64, lintian, contents, conffiles, man page"
+MIRRORD_E2E=1 go test -count=1 -v ./test/deb/
+
 step "real runtimes: containerd 1.6 and 2.x, dockerd 20.10"
 MIRRORD_E2E=1 go test -count=1 -v ./test/e2e/
 
@@ -48,7 +51,8 @@ MIRRORD_E2E=1 go test -count=1 -v ./test/podman/
 step "container image: built twice (same bytes), listed, run with podman"
 MIRRORD_E2E=1 go test -count=1 -v ./test/image/
 
-step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O and k3s, security, the DaemonSet's pod"
+step "under systemd as PID 1: boot, live changes, enable --now, drift, CRI-O, k3s, the deb," \
+	"cloud-init, the DaemonSet's pod, security"
 MIRRORD_E2E=1 go test -count=1 -v ./test/systemd/
 
 step "faults: a full and a read-only filesystem"

@@ -22,6 +22,7 @@ import (
 	"github.com/mirrord/mirrord/internal/apply"
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/logging"
+	"github.com/mirrord/mirrord/internal/probe"
 	"github.com/mirrord/mirrord/internal/systemd"
 )
 
@@ -42,6 +43,7 @@ Commands:
   plan      show what apply would change: a unified diff per file and the actions; change nothing
   status    show the mirrors in effect per runtime, where they came from, drift and the last apply
   watch     apply, tell systemd it is ready, then repair drift and follow changes of the sources
+  check     probe every mirror as containerd would use it: TLS, /v2/, the canary image
   revert    put back every file mirrord changed as it was before, remove what it created
   health    check the heartbeat of a watch in a pod (the liveness probe of deploy/kubernetes)
   version   print version, commit and build date
@@ -54,7 +56,8 @@ Flags (every command):
   --mirrors SPEC    mirrors in the compact form; beats every other source
   --log-level L     debug, info, warn or error (default info)
 Flags of apply and watch:  --no-reload  write files and report actions, carry none out
-Flags of status:           --json       machine-readable output
+Flags of status and check: --json       machine-readable output
+Flags of check:            --timeout D  bound on each mirror's probe (default 5s)
 Flags of health:           --max-age D  oldest heartbeat taken as alive (default 60s)
 
 Environment:
@@ -81,6 +84,9 @@ Environment:
                     status line; health: the file to check
   MIRRORD_REVERT_ON_STOP  watch: a file; when it holds "true" as the watch stops on SIGTERM
                     or SIGINT, the node is reverted (a pod's way out, deploy/kubernetes)
+  MIRRORD_PROBE_INTERVAL  watch: how often mirrors are probed for the health order
+                    (default 30s), or off
+  MIRRORD_PROBE_TIMEOUT   watch: bound on each mirror's probe (default 5s)
 
 Instance metadata: the keys mirrord-config (a TOML document in the config file's schema)
 and mirrord-mirrors (the compact form, replacing the registries it names). apply, plan,
@@ -102,6 +108,7 @@ type options struct {
 	root, config, mirrors, logLevel string
 	noReload, json                  bool
 	maxAge                          time.Duration
+	timeout                         time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -122,11 +129,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cmd == "apply" || cmd == "watch" {
 		fs.BoolVar(&o.noReload, "no-reload", false, "")
 	}
-	if cmd == "status" {
+	if cmd == "status" || cmd == "check" {
 		fs.BoolVar(&o.json, "json", false, "")
 	}
 	if cmd == "health" {
 		fs.DurationVar(&o.maxAge, "max-age", defaultMaxAge, "")
+	}
+	if cmd == "check" {
+		fs.DurationVar(&o.timeout, "timeout", probe.DefaultTimeout, "")
 	}
 
 	switch cmd {
@@ -136,7 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		printVersion(stdout)
 		return 0
-	case "apply", "plan", "status", "revert", "watch", "health":
+	case "apply", "plan", "status", "revert", "watch", "check", "health":
 	default:
 		fmt.Fprintf(stderr, "mirrord: unknown command %q; run 'mirrord help'\n", cmd)
 		return 2
@@ -171,7 +181,7 @@ func dispatch(ctx context.Context, cmd string, o options, stdout io.Writer,
 	log *slog.Logger) error {
 	switch cmd {
 	case "health":
-		return health(stdout, o.maxAge, time.Now())
+		return healthCmd(stdout, o.maxAge, time.Now())
 	case "watch":
 		return watchCmd(ctx, o, stdout, log)
 	case "revert":
@@ -198,8 +208,11 @@ func dispatch(ctx context.Context, cmd string, o options, stdout io.Writer,
 		return cfgErr
 	}
 
-	if cmd == "plan" {
+	switch cmd {
+	case "plan":
 		return plan(cfg, md, stdout, log)
+	case "check":
+		return check(ctx, cfg, o, stdout)
 	}
 	logMetadataUse(log, cfg)
 	return applyCmd(ctx, cfg, o, stdout, log)

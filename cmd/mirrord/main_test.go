@@ -23,7 +23,10 @@ func node(t *testing.T) string {
 	return root
 }
 
-// clearEnv keeps the caller's MIRRORD_* variables out of the test.
+// clearEnv keeps the caller's MIRRORD_* variables out of the test, and
+// turns the watch's probes off: the sample node's mirrors are not on
+// loopback, and tests send traffic to loopback only. Tests of the probes
+// set MIRRORD_PROBE_INTERVAL themselves.
 func clearEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
@@ -32,6 +35,7 @@ func clearEnv(t *testing.T) {
 			os.Unsetenv(name)
 		}
 	}
+	t.Setenv(probeIntervalEnv, "off")
 }
 
 func mirrord(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -331,6 +335,42 @@ func TestBadInputChangesNothing(t *testing.T) {
 			wantErr: `read instance metadata: cloud-init: decode ROOT/run/cloud-init/instance-data.json: unexpected end of JSON input`,
 		},
 		{
+			name:    "password_file_unreadable",
+			files:   map[string]string{"etc/mirrord/mirrord.toml": "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://m.example.net\", username = \"robot\", password_file = \"/etc/mirrord/secrets/hub\" }]\n"},
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file: "/etc/mirrord/secrets/hub": cannot read: open: no such file or directory; want a readable file holding the token or password`,
+		},
+		{
+			name:    "credentials_options",
+			files:   map[string]string{"etc/mirrord/mirrord.toml": "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://m.example.net\", username = \"robot\", password_env = \"A\", password_metadata = \"b\" }]\n"},
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_env and password_metadata both set; give one source for the password`,
+		},
+		{
+			name:    "unknown_preset",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=gcr"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "gcr": neither a URL nor a preset; want http(s)://host[:port][/path] or one of the presets google, ecr-public, gitlab:HOST/GROUP, harbor:HOST/PROJECT, artifactory:HOST/REPOSITORY`,
+		},
+		{
+			name:    "doubled_v2",
+			args:    []string{"--mirrors", "docker.io=https://m.example.net/cache/v2/hub"},
+			wantErr: `flag --mirrors: registry docker.io: mirror "https://m.example.net/cache/v2/hub": mirror URL path /cache/v2/hub would yield a doubled /v2; `,
+		},
+		{
+			name: "metadata_credentials_entry_missing",
+			metadata: map[string]string{
+				"mirrord-config":      "[registries.\"ghcr.io\"]\nmirrors = [{ url = \"https://m.example.net\", username = \"robot\", password_metadata = \"hub\" }]\n",
+				"mirrord-credentials": "quay=s3cret-token\n",
+			},
+			wantErr: `metadata gce instance attribute mirrord-config: registries."ghcr.io": mirrors[0]: password_metadata: "hub": no entry hub in the mirrord-credentials metadata key (entries: quay)`,
+		},
+		{
+			name: "metadata_credentials_malformed",
+			metadata: map[string]string{
+				"mirrord-config":      "[registries.\"ghcr.io\"]\nmirrors = [{ url = \"https://m.example.net\", username = \"robot\", password_metadata = \"hub\" }]\n",
+				"mirrord-credentials": "hub: s3cret-token\n",
+			},
+			wantErr: `metadata gce instance attribute mirrord-config: registries."ghcr.io": mirrors[0]: password_metadata: "hub": metadata gce instance attribute mirrord-credentials: line 1 is not NAME=SECRET (line not shown)`,
+		},
+		{
 			name: "docker_unit_flag",
 			files: map[string]string{"lib/systemd/system/docker.service": "[Service]\n" +
 				"ExecStart=/usr/bin/dockerd -H fd:// --registry-mirror=https://m.example.net\n"},
@@ -367,6 +407,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 			line := strings.ReplaceAll(errOut, root, "ROOT")
 			if strings.Count(line, "\n") != 1 || !strings.HasPrefix(line, "mirrord: "+tt.wantErr) {
 				t.Errorf("error\n got: %s\nwant: mirrord: %s...", line, tt.wantErr)
+			}
+			if strings.Contains(out+errOut, "s3cret") {
+				t.Errorf("output shows a secret:\n%s%s", out, errOut)
 			}
 			assertSame(t, before, snapshot(t, root))
 			if _, err := os.Stat(filepath.Join(root, "var/lib/mirrord/state.json")); err == nil {

@@ -93,6 +93,9 @@ func presentKeys(v metadata.Values) []string {
 	if v.Mirrors != "" {
 		keys = append(keys, metadata.KeyMirrors)
 	}
+	if !v.Credentials.IsZero() {
+		keys = append(keys, metadata.KeyCredentials)
+	}
 	return keys
 }
 
@@ -126,8 +129,11 @@ func newMetadataReport(step metaStep, cfg config.Config) metadataReport {
 	r := metadataReport{Provider: step.values.Provider}
 	for _, key := range presentKeys(*step.values) {
 		size := len(step.values.Mirrors)
-		if key == metadata.KeyConfig {
+		switch key {
+		case metadata.KeyConfig:
 			size = len(step.values.Config)
+		case metadata.KeyCredentials:
+			size = 0 // not even its size is shown
 		}
 		k := metadataKeyReport{MetadataKey: config.MetadataKey{Key: key,
 			Source: step.values.Source[key], Bytes: size}}
@@ -158,6 +164,11 @@ func (r metadataReport) write(w io.Writer) {
 		return
 	}
 	for _, k := range r.Keys {
+		if k.Key == metadata.KeyCredentials {
+			fmt.Fprintf(w, "metadata: %s: %s (%s): credentials, not shown\n", r.Provider,
+				k.Key, k.Source)
+			continue
+		}
 		fmt.Fprintf(w, "metadata: %s: %s (%s, %d bytes)", r.Provider, k.Key, k.Source, k.Bytes)
 		if k.Registries != nil {
 			fmt.Fprintf(w, ": %d registr%s, %d in effect", len(k.Registries),

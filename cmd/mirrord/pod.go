@@ -121,10 +121,10 @@ func (h *heartbeat) write() {
 	}
 }
 
-// health checks the watch's heartbeat: it prints its age and the watch's
+// healthCmd checks the watch's heartbeat: it prints its age and the watch's
 // last status line and returns nil when the heartbeat is younger than
 // maxAge, an error saying why not otherwise.
-func health(stdout io.Writer, maxAge time.Duration, now time.Time) error {
+func healthCmd(stdout io.Writer, maxAge time.Duration, now time.Time) error {
 	path := os.Getenv(heartbeatEnv)
 	if path == "" {
 		return fmt.Errorf("env %s is not set: it names the heartbeat file of the watch "+

@@ -66,7 +66,7 @@ func TestWatchInPod(t *testing.T) {
 	t.Run("health", func(t *testing.T) {
 		eventually(t, "heartbeat written", func() bool { return read(t, beat) != "" })
 		var out strings.Builder
-		if err := health(&out, time.Minute, time.Now()); err != nil {
+		if err := healthCmd(&out, time.Minute, time.Now()); err != nil {
 			t.Fatalf("health: %v", err)
 		}
 		for _, want := range []string{"alive: heartbeat", "status: in sync",
@@ -95,7 +95,7 @@ func TestWatchInPod(t *testing.T) {
 		}
 		eventually(t, "armed", func() bool {
 			var out strings.Builder
-			return health(&out, time.Minute, time.Now()) == nil &&
+			return healthCmd(&out, time.Minute, time.Now()) == nil &&
 				strings.Contains(out.String(), "revert on stop: ARMED")
 		})
 		cancel()
@@ -156,12 +156,12 @@ func TestHealth(t *testing.T) {
 	beat := filepath.Join(t.TempDir(), "heartbeat")
 	now := time.Date(2026, 12, 4, 3, 50, 0, 0, time.UTC)
 
-	if err := health(nil, time.Minute, now); err == nil ||
+	if err := healthCmd(nil, time.Minute, now); err == nil ||
 		!strings.Contains(err.Error(), heartbeatEnv) {
 		t.Errorf("health with no %s: %v, want an error naming it", heartbeatEnv, err)
 	}
 	t.Setenv(heartbeatEnv, beat)
-	if err := health(nil, time.Minute, now); err == nil ||
+	if err := healthCmd(nil, time.Minute, now); err == nil ||
 		!strings.Contains(err.Error(), "first pass") {
 		t.Errorf("health with no heartbeat: %v, want an error", err)
 	}
@@ -176,13 +176,13 @@ func TestHealth(t *testing.T) {
 	}
 	h.notify("READY=1")
 
-	err := health(nil, time.Minute, now)
+	err := healthCmd(nil, time.Minute, now)
 	if err == nil || !strings.Contains(err.Error(), "1m30s old") ||
 		!strings.Contains(err.Error(), "in sync; containerd 1 registry") {
 		t.Errorf("health of a stale heartbeat: %v, want an error with its age and status", err)
 	}
 	var out strings.Builder
-	if err := health(&out, 2*time.Minute, now); err != nil {
+	if err := healthCmd(&out, 2*time.Minute, now); err != nil {
 		t.Errorf("health with --max-age 2m: %v", err)
 	}
 	want := "alive: heartbeat 1m30s old\nstatus: in sync; containerd 1 registry\n"

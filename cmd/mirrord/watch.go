@@ -27,6 +27,7 @@ import (
 	"github.com/mirrord/mirrord/internal/k3s"
 	"github.com/mirrord/mirrord/internal/metadata"
 	"github.com/mirrord/mirrord/internal/registries"
+	"github.com/mirrord/mirrord/internal/spec"
 	"github.com/mirrord/mirrord/internal/watch"
 )
 
@@ -81,6 +82,10 @@ func watchCmd(ctx context.Context, o options, stdout io.Writer, log *slog.Logger
 	if err != nil {
 		return err
 	}
+	probeInterval, probeTimeout, err := probeSettings()
+	if err != nil {
+		return err
+	}
 	if os.Getenv("GOGC") == "" {
 		// The watch lives long and allocates only during passes; a heap
 		// goal of a quarter above the live heap keeps it about 3 MiB
@@ -120,12 +125,25 @@ func watchCmd(ctx context.Context, o options, stdout io.Writer, log *slog.Logger
 	var follower sync.WaitGroup
 	defer follower.Wait()
 	var startFollower sync.Once
+	// The health loop probes the spec of the last pass and kicks a pass
+	// when the order of the hosts.toml files should change.
+	var effective atomic.Pointer[spec.Spec]
+	kick := make(chan string, 1)
 	follow := func() {
 		follower.Add(1)
 		go func() {
 			defer follower.Done()
 			followMetadata(ctx, md, &current, &mdPending, reload, log)
 		}()
+		if probeInterval > 0 {
+			follower.Add(1)
+			go func() {
+				defer follower.Done()
+				h := healthLoop{root: root, interval: probeInterval, timeout: probeTimeout,
+					current: &effective, kick: kick, log: log}
+				h.run(ctx)
+			}()
+		}
 	}
 
 	// The last load, for Status; only the loop's goroutines touch them, one
@@ -147,6 +165,7 @@ func watchCmd(ctx context.Context, o options, stdout io.Writer, log *slog.Logger
 		p, err := apply.Apply(ctx, cfg, actor, log.With("pass", reason))
 		var changed []string
 		if p != nil {
+			effective.Store(&p.Spec)
 			for _, c := range p.Changes {
 				changed = append(changed, c.Path)
 			}
@@ -172,7 +191,9 @@ func watchCmd(ctx context.Context, o options, stdout io.Writer, log *slog.Logger
 
 	hb := newHeartbeat(log) // nil unless in a pod (deploy/kubernetes)
 	err = watch.Run(ctx, watch.Options{
-		Dirs:        func() []string { return watchDirs(root, file) },
+		Dirs: func() []string {
+			return append(watchDirs(root, file), secretDirs(root, cfg)...)
+		},
 		FightLimit:  fightLimit,
 		FightWindow: fightWindow,
 		Pass:        pass,
@@ -188,6 +209,7 @@ func watchCmd(ctx context.Context, o options, stdout io.Writer, log *slog.Logger
 		},
 		Status: func() string { return statusLine(cfg, cfgErr, proofErr) },
 		Log:    log,
+		Kick:   kick,
 	}, reload)
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
@@ -306,6 +328,21 @@ func watchDirs(root, file string) []string {
 	return dirs
 }
 
+// secretDirs lists the directories of the password files cfg's mirrors
+// read, so that a new token is rendered at once: containerd reads hosts.toml
+// on every pull, so nothing is restarted.
+func secretDirs(root string, cfg config.Config) []string {
+	var dirs []string
+	for _, r := range cfg.Spec.Registries {
+		for _, m := range r.Mirrors {
+			if m.Auth != nil && m.Auth.File() != "" {
+				dirs = append(dirs, filepath.Join(root, filepath.Dir(m.Auth.File())))
+			}
+		}
+	}
+	return dirs
+}
+
 // statusLine is the watch's STATUS= line: whether the node is in sync, how
 // many registries each runtime carries, and what mirrord last did, e.g.
 // "in sync; containerd 3 registries, docker 1; last: apply 12:01:02, restart
@@ -333,6 +370,9 @@ func statusLine(cfg config.Config, cfgErr, proofErr error) string {
 	}
 	if proofErr != nil {
 		parts = append(parts, "PROOF FAILED: "+clip(proofErr.Error()))
+	}
+	if n := len(s.Demoted); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d failing mirror%s moved last", n, plural(n, "", "s")))
 	}
 
 	var rts []string

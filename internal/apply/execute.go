@@ -39,6 +39,12 @@ func Execute(p *Plan, command string, log *slog.Logger) error {
 			return err
 		}
 		written = append(written, c.Path)
+		if c.Private {
+			// No digest: with the rest of the file known, it would let a
+			// weak password be guessed offline.
+			log.Info("file "+verbOf(c), "path", c.Path, "runtime", c.Runtime, "mode", "0600")
+			continue
+		}
 		log.Info("file "+verbOf(c), "path", c.Path, "runtime", c.Runtime,
 			"sha256", shortDigest(c.New))
 	}
@@ -67,6 +73,9 @@ func (p *Plan) write(c Change) error {
 
 	if st.Files[c.Path] == nil {
 		f := &FileState{Created: c.Old == nil, Mode: c.Mode}
+		if fi, err := os.Stat(full); err == nil && c.Old != nil {
+			f.Mode = fi.Mode().Perm() // the original's, which a private write narrows
+		}
 		if c.Old != nil {
 			f.Backup = backupPath(c.Path)
 			if err := p.keepOriginal(f.Backup, c.Old); err != nil {

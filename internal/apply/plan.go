@@ -25,6 +25,7 @@ import (
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
+	"github.com/mirrord/mirrord/internal/health"
 	"github.com/mirrord/mirrord/internal/k3s"
 	"github.com/mirrord/mirrord/internal/spec"
 )
@@ -70,6 +71,9 @@ type Change struct {
 	// Restore means New is the original mirrord kept (or its absence): the
 	// file leaves mirrord's care.
 	Restore bool
+	// Private means New carries credentials: it is written 0600, its diff
+	// is masked and its digest is not logged.
+	Private bool
 }
 
 // Plan is what Build found: the changes and actions that bring the node to
@@ -81,6 +85,8 @@ type Plan struct {
 	Changes  []Change
 	Actions  []Action
 	Warnings []string
+	// Health is the health order the hosts.toml files were rendered in.
+	Health health.State
 
 	state   *State
 	claimed map[string]bool
@@ -228,10 +234,9 @@ func (p *Plan) containerd(cfg config.Config, log *slog.Logger) error {
 		}
 	}
 
-	for _, r := range eff.Registries {
+	for _, r := range p.healthOrder(eff).Registries {
 		hostsPath := path.Join(containerd.CertsDir, containerd.HostDir(r.Host), "hosts.toml")
-		if err := p.want(config.Containerd, hostsPath, containerd.RenderHosts(r),
-			0o644); err != nil {
+		if err := p.wantHosts(config.Containerd, hostsPath, r); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mirrord/mirrord/internal/config"
+	"github.com/mirrord/mirrord/internal/docker"
 )
 
 // Apply brings the node to cfg and has actor carry out the actions: the whole
@@ -29,8 +30,40 @@ func Apply(ctx context.Context, cfg config.Config, actor Actor, log *slog.Logger
 
 // RevertNode puts every file mirrord owns back as it was and has actor carry
 // out the actions that follow.
+//
+// When mirrord owns daemon.json, it first applies an empty spec, which
+// writes "registry-mirrors": [] and drops the insecure-registries entries it
+// added, and reloads dockerd. A reload replaces those settings only when the
+// file has the key (FACTS.md §3.1), so restoring an original without them
+// and reloading would leave dockerd on mirrord's mirrors, and the proof would
+// fail. Emptied first, dockerd ends where the original puts it, without a
+// restart. The returned Plan lists the files of both passes.
 func RevertNode(ctx context.Context, root string, actor Actor, log *slog.Logger) (*Plan, error) {
-	return run(ctx, root, "revert", actor, log, func() (*Plan, error) { return Revert(root) })
+	st, err := LoadState(root)
+	if err != nil {
+		return nil, err
+	}
+
+	var first *Plan
+	if st.Files[docker.DaemonJSON] != nil {
+		var runtimes []config.Runtime
+		for _, nodePath := range st.owned() {
+			if rt := runtimeOf(nodePath); !slices.Contains(runtimes, rt) {
+				runtimes = append(runtimes, rt)
+			}
+		}
+		empty := config.Config{Root: root, Runtimes: runtimes}
+		if first, err = Apply(ctx, empty, actor, log); err != nil {
+			return first, fmt.Errorf("empty dockerd's mirrors before the revert: %w", err)
+		}
+	}
+
+	p, err := run(ctx, root, "revert", actor, log, func() (*Plan, error) { return Revert(root) })
+	if p != nil && first != nil {
+		p.Changes = append(first.Changes, p.Changes...)
+		p.Warnings = append(first.Warnings, p.Warnings...)
+	}
+	return p, err
 }
 
 func run(ctx context.Context, root, command string, actor Actor, log *slog.Logger,

@@ -8,30 +8,26 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
-	"github.com/aymanbagabas/go-udiff"
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/docker"
+	"github.com/mirrord/mirrord/internal/health"
 	"github.com/mirrord/mirrord/internal/spec"
 )
 
 // Diff renders the Plan's changes as one unified diff per file, paths as the
 // node sees them; a created file comes from /dev/null, a removed one goes to
-// it.
+// it. Credentials never show: every line that carries one has its value
+// masked, in old and new alike, and a change of credentials alone is
+// named, not shown.
 func (p *Plan) Diff() string {
 	var b strings.Builder
 	for _, c := range p.Changes {
-		from, to := "a"+c.Path, "b"+c.Path
-		if c.Old == nil {
-			from = "/dev/null"
-		}
-		if c.New == nil {
-			to = "/dev/null"
-		}
-		b.WriteString(udiff.Unified(from, to, string(c.Old), string(c.New)))
+		b.WriteString(diffFile(c, p.Spec))
 	}
 	return b.String()
 }
@@ -53,6 +49,9 @@ type Status struct {
 	Drift []string `json:"drift,omitempty"`
 	// PendingActions failed last time and are retried by the next apply.
 	PendingActions []Action `json:"pending_actions,omitempty"`
+	// Demoted lists the mirrors the watch's probes moved behind the healthy
+	// ones in hosts.toml.
+	Demoted []health.Entry `json:"demoted,omitempty"`
 	// LastError says why they failed.
 	LastError string          `json:"last_error,omitempty"`
 	Runtimes  []RuntimeStatus `json:"runtimes"`
@@ -101,6 +100,9 @@ func ReadStatus(cfg config.Config, cfgErr error) (*Status, error) {
 				}
 			}
 			s.Warnings = p.Warnings
+			if p.Health.Fresh(time.Now()) {
+				s.Demoted = p.Health.Demoted
+			}
 		}
 	}
 	if cfgErr != nil {
@@ -231,6 +233,10 @@ func (s *Status) String() string {
 			}
 		}
 		b.WriteString("\n")
+	}
+	for _, d := range s.Demoted {
+		fmt.Fprintf(&b, "demoted:  %s %s, failing since %s: %s\n", d.Registry, d.Mirror,
+			d.Since.Local().Format(time.DateTime), d.Error)
 	}
 	for _, w := range s.Warnings {
 		fmt.Fprintf(&b, "warning:  %s\n", w)

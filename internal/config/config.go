@@ -304,6 +304,10 @@ func Load(opts Options) (Config, error) {
 		}
 		c.Spec = c.Spec.Overlay(s)
 	}
+
+	if err := resolveCredentials(c.Spec, root, opts.Metadata); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -345,6 +349,13 @@ func metadataLayer(v *metadata.Values) (fileLayer, []MetadataKey, error) {
 		out.spec = out.spec.Overlay(s)
 		keys = append(keys, MetadataKey{Key: metadata.KeyMirrors, Source: src.Name,
 			Bytes: len(v.Mirrors), Registries: hosts(s)})
+	}
+
+	// Credentials are read when a mirror names them; the key is listed,
+	// never its size or value.
+	if !v.Credentials.IsZero() {
+		src := metadataSource(v, metadata.KeyCredentials)
+		keys = append(keys, MetadataKey{Key: metadata.KeyCredentials, Source: src.Name})
 	}
 	return out, keys, nil
 }

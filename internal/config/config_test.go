@@ -123,11 +123,13 @@ mirrors = [
 // it must name the source, the key and the value, and say what is valid.
 func TestBadInput(t *testing.T) {
 	tests := []struct {
-		name    string
-		file    string
-		dropin  string
-		env     map[string]string
-		flag    string
+		name   string
+		file   string
+		dropin string
+		env    map[string]string
+		flag   string
+		// secrets are files written under the root before Load.
+		secrets map[string]string
 		wantErr string
 	}{
 		{
@@ -188,7 +190,7 @@ func TestBadInput(t *testing.T) {
 		{
 			name:    "flag_bad_url",
 			flag:    "quay.io=quay-mirror",
-			wantErr: `flag --mirrors: registry quay.io: mirror "quay-mirror": mirror URL scheme "" is not supported; want http:// or https://`,
+			wantErr: `flag --mirrors: registry quay.io: mirror "quay-mirror": neither a URL nor a preset; want http(s)://host[:port][/path] or one of the presets google, ecr-public, gitlab:HOST/GROUP, harbor:HOST/PROJECT, artifactory:HOST/REPOSITORY`,
 		},
 		{
 			name:    "file_syntax",
@@ -198,7 +200,7 @@ func TestBadInput(t *testing.T) {
 		{
 			name:    "file_unknown_key",
 			file:    "[registries.\"docker.io\"]\nmirorrs = [\"https://m.example.net\"]\n",
-			wantErr: `file /etc/mirrord/mirrord.toml: line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream`,
+			wantErr: `file /etc/mirrord/mirrord.toml: line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream, registries."HOST".canary`,
 		},
 		{
 			name:    "file_bad_url",
@@ -228,7 +230,7 @@ func TestBadInput(t *testing.T) {
 		{
 			name:    "file_mirror_unknown_key",
 			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", token = \"x\" }]\n",
-			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: unknown key "token"; valid: url, capabilities, ca_file, skip_verify`,
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: unknown key "token"; valid: url, capabilities, ca_file, skip_verify, trusted, username, password_file, password_env, password_metadata`,
 		},
 		{
 			name:    "file_bad_capability",
@@ -244,6 +246,113 @@ func TestBadInput(t *testing.T) {
 			name:    "file_bad_runtimes",
 			file:    "runtimes = [\"runc\"]\n",
 			wantErr: `file /etc/mirrord/mirrord.toml: runtimes: runtime "runc" is not known; valid: containerd, docker, crio, podman, k3s, rke2`,
+		},
+		{
+			name:    "file_password_file_unreadable",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_file = \"/etc/mirrord/secrets/missing\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file: "/etc/mirrord/secrets/missing": cannot read: open: no such file or directory; want a readable file holding the token or password`,
+		},
+		{
+			name:    "file_password_file_is_dir",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_file = \"/etc/mirrord\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file: "/etc/mirrord": cannot read: read: is a directory`,
+		},
+		{
+			name:    "file_password_file_relative",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_file = \"secrets/gitlab\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file: "secrets/gitlab": want an absolute, clean path such as /etc/mirrord/secrets/NAME`,
+		},
+		{
+			name:    "file_password_file_two_lines",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_file = \"/etc/mirrord/secrets/two\" }]\n",
+			secrets: map[string]string{"etc/mirrord/secrets/two": "s3cret-line-one\ns3cret-line-two\n"},
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file: "/etc/mirrord/secrets/two": has a control character or more than one line; want the token or password alone`,
+		},
+		{
+			name:    "file_password_file_empty",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_file = \"/etc/mirrord/secrets/empty\" }]\n",
+			secrets: map[string]string{"etc/mirrord/secrets/empty": "\n"},
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file: "/etc/mirrord/secrets/empty": is empty; want the token or password`,
+		},
+		{
+			name:    "file_password_env_unset",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_env = \"MIRROR_TOKEN\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_env: "MIRROR_TOKEN": not set in mirrord's environment; set it in /etc/default/mirrord (then restart the units)`,
+		},
+		{
+			name:    "file_password_env_bad_name",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_env = \"MIRROR-TOKEN\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_env: "MIRROR-TOKEN": want a variable name such as GITLAB_TOKEN`,
+		},
+		{
+			name:    "file_password_without_username",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", password_env = \"MIRROR_TOKEN\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_env without username; give username too`,
+		},
+		{
+			name:    "file_username_without_password",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: username without a password; add one of password_file, password_env, password_metadata`,
+		},
+		{
+			name:    "file_two_password_sources",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_env = \"T\", password_file = \"/etc/t\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_file and password_env both set; give one source for the password`,
+		},
+		{
+			name:    "file_username_colon",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"ro:bot\", password_env = \"T\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: username: has a ':', which HTTP Basic authentication cannot carry (value not shown: it may hold a password); give the password apart`,
+		},
+		{
+			name:    "file_password_metadata_no_metadata",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", username = \"robot\", password_metadata = \"hub\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: password_metadata: "hub": the instance metadata has no mirrord-credentials key`,
+		},
+		{
+			name:    "file_untrusted_with_resolve",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"https://a.example.net\", trusted = false, capabilities = [\"pull\", \"resolve\"] }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: trusted: false allows pull only, but capabilities include resolve; drop resolve (or the capabilities key)`,
+		},
+		{
+			name:    "file_unknown_preset",
+			file:    "[registries.\"docker.io\"]\nmirrors = [\"dockerhub-mirror\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: "dockerhub-mirror": neither a URL nor a preset; want http(s)://host[:port][/path] or one of the presets google, ecr-public, gitlab:HOST/GROUP, harbor:HOST/PROJECT, artifactory:HOST/REPOSITORY`,
+		},
+		{
+			name:    "file_preset_wrong_registry",
+			file:    "[registries.\"quay.io\"]\nmirrors = [\"google\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."quay.io": mirrors[0]: "google": preset google mirrors docker.io only, not quay.io`,
+		},
+		{
+			name:    "file_preset_missing_argument",
+			file:    "[registries.\"docker.io\"]\nmirrors = [{ url = \"gitlab:gitlab.example.net\", username = \"robot\", password_env = \"T\" }]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: url: "gitlab:gitlab.example.net": preset gitlab needs HOST/GROUP; want gitlab:HOST/GROUP, e.g. gitlab:gitlab.example.net/group`,
+		},
+		{
+			name:    "env_unknown_preset",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=goggle"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "goggle": neither a URL nor a preset; want http(s)://host[:port][/path] or one of the presets google, ecr-public, gitlab:HOST/GROUP, harbor:HOST/PROJECT, artifactory:HOST/REPOSITORY`,
+		},
+		{
+			name:    "env_doubled_v2",
+			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://m.example.net/hub/v2/library"},
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://m.example.net/hub/v2/library": mirror URL path /hub/v2/library would yield a doubled /v2; give the registry root (https://host/hub for /hub/v2/...) or, for a mirror at a repository prefix, /v2/ then the prefix alone (https://host/v2/group/dependency_proxy/containers)`,
+		},
+		{
+			name:    "file_doubled_v2",
+			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://m.example.net/v2/cache/v2\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: "https://m.example.net/v2/cache/v2": mirror URL path /v2/cache/v2 would yield a doubled /v2; give the registry root (https://host/hub for /hub/v2/...) or, for a mirror at a repository prefix, /v2/ then the prefix alone (https://host/v2/group/dependency_proxy/containers)`,
+		},
+		{
+			name:    "file_bad_canary",
+			file:    "[registries.\"docker.io\"]\ncanary = \"library/busybox\"\nmirrors = [\"https://m.example.net\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": canary: "library/busybox": names no tag; want REPO:TAG or REPO@sha256:DIGEST, e.g. library/busybox:latest`,
+		},
+		{
+			name:    "file_wildcard_canary_without_host",
+			file:    "[registries.\"*\"]\ncanary = \"library/busybox:latest\"\nmirrors = [\"https://m.example.net\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."*": canary: "library/busybox:latest": names no registry host; want HOST/REPO:TAG for the registry the probes ask through *, e.g. quay.io/prometheus/busybox:latest`,
 		},
 		{
 			name:    "dropin_bad_registry_name",
@@ -262,6 +371,9 @@ func TestBadInput(t *testing.T) {
 			if tt.dropin != "" {
 				writeFile(t, filepath.Join(root, "etc/mirrord/conf.d/50-bad.toml"), tt.dropin)
 			}
+			for p, content := range tt.secrets {
+				writeFile(t, filepath.Join(root, p), content)
+			}
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
@@ -273,6 +385,9 @@ func TestBadInput(t *testing.T) {
 			got := strings.ReplaceAll(err.Error(), root, "ROOT")
 			if got != tt.wantErr {
 				t.Errorf("error\n got: %s\nwant: %s", got, tt.wantErr)
+			}
+			if strings.Contains(got, "s3cret") {
+				t.Errorf("error shows a password: %s", got)
 			}
 		})
 	}

@@ -24,9 +24,14 @@ type File struct {
 //
 //	[registries."docker.io"]
 //	upstream = true                       # keep the registry as last resort
+//	canary = "library/busybox:latest"     # what probes ask for; "" for none
 //	mirrors = [
 //	  "https://mirror.example.net",
+//	  "google",                           # a preset
 //	  { url = "http://10.0.0.5:5000", capabilities = ["pull"] },
+//	  { url = "gitlab:gitlab.example.net/platform", username = "robot",
+//	    password_file = "/etc/mirrord/secrets/gitlab" },
+//	  { url = "https://cache.example.net", trusted = false },
 //	]
 type fileDoc struct {
 	Runtimes   *[]string              `toml:"runtimes"`
@@ -34,12 +39,14 @@ type fileDoc struct {
 }
 
 type registryDoc struct {
-	Mirrors  []any `toml:"mirrors"`
-	Upstream *bool `toml:"upstream"`
+	Mirrors  []any   `toml:"mirrors"`
+	Upstream *bool   `toml:"upstream"`
+	Canary   *string `toml:"canary"`
 }
 
 // mirrorKeys are the keys a mirror table may have.
-var mirrorKeys = []string{"url", "capabilities", "ca_file", "skip_verify"}
+var mirrorKeys = []string{"url", "capabilities", "ca_file", "skip_verify", "trusted",
+	"username", spec.KeyPasswordFile, spec.KeyPasswordEnv, spec.KeyPasswordMetadata}
 
 // ParseFile parses one config file or drop-in; path names it in errors and
 // in the source of every registry it defines.
@@ -97,9 +104,16 @@ func parseRegistry(name string, doc registryDoc, src spec.Source) (spec.Registry
 	if doc.Upstream != nil {
 		r.NoUpstream = !*doc.Upstream
 	}
+	if doc.Canary != nil {
+		if *doc.Canary == "" {
+			r.NoCanary = true
+		} else if r.Canary, err = spec.ParseCanary(*doc.Canary, host); err != nil {
+			return spec.Registry{}, fmt.Errorf("canary: %q: %w", *doc.Canary, err)
+		}
+	}
 
 	for i, raw := range doc.Mirrors {
-		m, err := parseMirror(raw)
+		m, err := parseMirror(raw, host)
 		if err != nil {
 			return spec.Registry{}, fmt.Errorf("mirrors[%d]: %w", i, err)
 		}
@@ -111,24 +125,25 @@ func parseRegistry(name string, doc registryDoc, src spec.Source) (spec.Registry
 	return r, nil
 }
 
-// parseMirror takes a mirror given as a URL string or as a table.
-func parseMirror(raw any) (spec.Mirror, error) {
+// parseMirror takes a mirror of registry host given as a URL or preset
+// string, or as a table.
+func parseMirror(raw any, host string) (spec.Mirror, error) {
 	switch v := raw.(type) {
 	case string:
-		m, err := spec.NewMirror(v)
+		m, err := spec.NewMirrorFor(v, host)
 		if err != nil {
 			return spec.Mirror{}, fmt.Errorf("%q: %w", v, err)
 		}
 		return m, nil
 	case map[string]any:
-		return parseMirrorTable(v)
+		return parseMirrorTable(v, host)
 	}
 	return spec.Mirror{}, fmt.Errorf("%v is a %s; want a URL string or a table "+
 		"{ url = \"https://...\", capabilities = [...], ca_file = \"...\", skip_verify = false }",
 		raw, tomlType(raw))
 }
 
-func parseMirrorTable(t map[string]any) (spec.Mirror, error) {
+func parseMirrorTable(t map[string]any, host string) (spec.Mirror, error) {
 	for _, k := range sortedKeys(t) {
 		if !slices.Contains(mirrorKeys, k) {
 			return spec.Mirror{}, fmt.Errorf("unknown key %q; valid: %s", k,
@@ -140,7 +155,7 @@ func parseMirrorTable(t map[string]any) (spec.Mirror, error) {
 	if !ok {
 		return spec.Mirror{}, fmt.Errorf("url: missing or not a string; want url = \"https://...\"")
 	}
-	m, err := spec.NewMirror(rawURL)
+	m, err := spec.NewMirrorFor(rawURL, host)
 	if err != nil {
 		return spec.Mirror{}, fmt.Errorf("url: %q: %w", rawURL, err)
 	}
@@ -170,7 +185,40 @@ func parseMirrorTable(t map[string]any) (spec.Mirror, error) {
 		}
 		m.SkipVerify = b
 	}
+	if err := parseTrust(t, &m); err != nil {
+		return spec.Mirror{}, err
+	}
+
+	auth, err := parseAuth(t)
+	if err != nil {
+		return spec.Mirror{}, err
+	}
+	m.Auth = auth
 	return m, nil
+}
+
+// parseTrust reads trusted: false makes the mirror pull-only, and
+// capabilities that say resolve too are a contradiction.
+func parseTrust(t map[string]any, m *spec.Mirror) error {
+	v, ok := t["trusted"]
+	if !ok {
+		return nil
+	}
+	trusted, ok := v.(bool)
+	if !ok {
+		return fmt.Errorf("trusted: %v: want true or false", v)
+	}
+	if trusted {
+		return nil
+	}
+
+	if _, set := t["capabilities"]; set && m.Has(spec.Resolve) {
+		return fmt.Errorf("trusted: false allows pull only, but capabilities include " +
+			"resolve; drop resolve (or the capabilities key)")
+	}
+	m.Untrusted = true
+	m.Capabilities = []spec.Capability{spec.Pull}
+	return nil
 }
 
 func stringList(v any) ([]string, error) {
@@ -227,8 +275,8 @@ func newDecodeError(err error) *decodeError {
 		e := strict.Errors[0]
 		row, _ := e.Position()
 		return &decodeError{err: err, msg: fmt.Sprintf("line %d: unknown key %q; valid: "+
-			"runtimes, registries.\"HOST\".mirrors, registries.\"HOST\".upstream", row,
-			strings.Join(e.Key(), "."))}
+			"runtimes, registries.\"HOST\".mirrors, registries.\"HOST\".upstream, "+
+			"registries.\"HOST\".canary", row, strings.Join(e.Key(), "."))}
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {

@@ -225,12 +225,12 @@ func TestBadMetadata(t *testing.T) {
 		{
 			name:    "config_unknown_key",
 			values:  gceValues("", "[registries.\"docker.io\"]\nmirorrs = [\"https://m.example.net\"]\n"),
-			wantErr: `metadata gce project attribute mirrord-config: value "[registries.\"docker.io\"]\nmirorrs = [\"https://m.example.net\"]\n": line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream`,
+			wantErr: `metadata gce project attribute mirrord-config: value "[registries.\"docker.io\"]\nmirorrs = [\"https://m.example.net\"]\n": line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream, registries."HOST".canary`,
 		},
 		{
 			name:    "config_bad_url",
 			values:  gceValues("", "[registries.\"quay.io\"]\nmirrors = [\"quay-mirror\"]\n"),
-			wantErr: `metadata gce project attribute mirrord-config: value "[registries.\"quay.io\"]\nmirrors = [\"quay-mirror\"]\n": registries."quay.io": mirrors[0]: "quay-mirror": mirror URL scheme "" is not supported; want http:// or https://`,
+			wantErr: `metadata gce project attribute mirrord-config: value "[registries.\"quay.io\"]\nmirrors = [\"quay-mirror\"]\n": registries."quay.io": mirrors[0]: "quay-mirror": neither a URL nor a preset; want http(s)://host[:port][/path] or one of the presets google, ecr-public, gitlab:HOST/GROUP, harbor:HOST/PROJECT, artifactory:HOST/REPOSITORY`,
 		},
 		{
 			name:    "config_bad_runtimes",

@@ -30,10 +30,17 @@ const managedMarker = "# Managed by mirrord"
 // back to the registry. Every other mirror gets a [host."<url>"] table in
 // spec order, the order containerd tries them in.
 //
-// A mirror with a path is written as <path>/v2 with override_path = true:
-// the API root containerd would derive anyway, made explicit. Only keys that
-// containerd 1.5 and later read are written, never referrers (2.2+) or
-// dial_timeout (2.1+), which make older versions ignore the whole file.
+// A mirror with a path is written as its API URL with override_path =
+// true: <path>/v2 for a mirror at a registry root (the API root containerd
+// would derive anyway, made explicit), the URL as given for a mirror at a
+// repository prefix (https://m/v2/PREFIX, which containerd must not append
+// /v2 to). Only keys that containerd 1.5 and later read are written, never
+// referrers (2.2+) or dial_timeout (2.1+), which make older versions ignore
+// the whole file.
+//
+// A mirror with credentials gets an [host."<url>".header] table with its
+// Authorization header, sent to that host only: such a file must be written
+// 0600 (see HasCredentials).
 func RenderHosts(r spec.Registry) []byte {
 	var b bytes.Buffer
 	src := strings.NewReplacer("\r", " ", "\n", " ").Replace(r.Source.String())
@@ -43,10 +50,13 @@ func RenderHosts(r spec.Registry) []byte {
 	hosts := r.Mirrors
 	switch {
 	case r.NoUpstream && len(hosts) > 0:
-		last := hosts[len(hosts)-1]
+		server := hosts[len(hosts)-1]
 		hosts = hosts[:len(hosts)-1]
-		fmt.Fprintf(&b, "server = %s\n", quote(hostURL(last)))
-		writeHostKeys(&b, last, "")
+		fmt.Fprintf(&b, "server = %s\n", quote(hostURL(server)))
+		writeHostKeys(&b, server, "")
+		if server.Auth != nil {
+			writeHeader(&b, server, "[header]", "")
+		}
 	case r.Host != spec.Wildcard && !isLocalhost(hostname(r.Host)):
 		fmt.Fprintf(&b, "server = %s\n", quote(spec.Upstream(r.Host)))
 	}
@@ -54,6 +64,9 @@ func RenderHosts(r spec.Registry) []byte {
 	for _, m := range hosts {
 		fmt.Fprintf(&b, "\n[host.%s]\n", quote(hostURL(m)))
 		writeHostKeys(&b, m, "  ")
+		if m.Auth != nil {
+			writeHeader(&b, m, "[host."+quote(hostURL(m))+".header]", "  ")
+		}
 	}
 	return b.Bytes()
 }
@@ -67,12 +80,33 @@ func hostname(hostport string) string {
 }
 
 // hostURL is the URL containerd is given for m: the mirror itself, or for a
-// mirror with a path, its API root.
+// mirror with a path, its API URL.
 func hostURL(m spec.Mirror) string {
 	if m.Path() != "" {
-		return m.URL + "/v2"
+		return m.API()
 	}
 	return m.URL
+}
+
+// writeHeader writes the header table of m, whose Auth is set, indented
+// one step below the table it belongs to.
+func writeHeader(b *bytes.Buffer, m spec.Mirror, table, indent string) {
+	fmt.Fprintf(b, "\n%s%s\n", indent, table)
+	fmt.Fprintf(b, "%s  %s = %s\n", indent, AuthorizationKey, quote(m.Auth.Header().Reveal()))
+}
+
+// AuthorizationKey is the header key mirrord writes credentials under.
+const AuthorizationKey = "Authorization"
+
+// HasCredentials reports whether a hosts.toml of r carries credentials,
+// and so must be written 0600.
+func HasCredentials(r spec.Registry) bool {
+	for _, m := range r.Mirrors {
+		if m.Auth != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // writeHostKeys writes the keys of one host, each line indented by indent.

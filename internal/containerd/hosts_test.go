@@ -51,6 +51,12 @@ func TestRenderHosts(t *testing.T) {
 	withCA.CAFile = "/etc/mirrord/ca/internal.pem"
 	insecure := mirror(t, "https://10.0.0.5:5000")
 	insecure.SkipVerify = true
+	withAuth := mirror(t, "https://gitlab.example.net/v2/platform/dependency_proxy/containers")
+	withAuth.Auth = &spec.Auth{Username: "robot", Password: spec.NewSecret("glpat-s3cret"),
+		Key: spec.KeyPasswordFile, Name: "/etc/mirrord/secrets/gitlab"}
+	serverAuth := mirror(t, "https://quay-b.example.net")
+	serverAuth.Auth = &spec.Auth{Username: "bot", Password: spec.NewSecret("t0ken"),
+		Key: spec.KeyPasswordEnv, Name: "QUAY_TOKEN"}
 
 	tests := []struct {
 		name        string
@@ -92,6 +98,27 @@ func TestRenderHosts(t *testing.T) {
 			mirror(t, "https://ghcr-cache.example.net", spec.Pull)}},
 		wantServer:  "https://ghcr.io",
 		wantMirrors: []string{"https://ghcr-cache.example.net"},
+	}, {
+		name: "prefix_mirror",
+		reg: spec.Registry{Host: "docker.io", Source: file, Mirrors: []spec.Mirror{
+			mirror(t, "https://harbor.example.net/v2/hub-proxy"),
+			mirror(t, "https://nexus.example.net/repository/hub")}},
+		wantServer: "https://registry-1.docker.io",
+		wantMirrors: []string{"https://harbor.example.net/v2/hub-proxy",
+			"https://nexus.example.net/repository/hub"},
+	}, {
+		name: "credentials",
+		reg: spec.Registry{Host: "docker.io", Source: file, Mirrors: []spec.Mirror{
+			withAuth, mirror(t, "https://mirror.gcr.io")}},
+		wantServer: "https://registry-1.docker.io",
+		wantMirrors: []string{"https://gitlab.example.net/v2/platform/dependency_proxy/containers",
+			"https://mirror.gcr.io"},
+	}, {
+		name: "credentials_server",
+		reg: spec.Registry{Host: "quay.io", Source: file, NoUpstream: true, Mirrors: []spec.Mirror{
+			mirror(t, "https://quay-a.example.net"), serverAuth}},
+		wantServer:  "https://quay-b.example.net",
+		wantMirrors: []string{"https://quay-a.example.net"},
 	}, {
 		name: "port_host_odd_source",
 		reg: spec.Registry{Host: "127.0.0.1:5000",

@@ -181,6 +181,10 @@ type HostsFile struct {
 
 	// Data is the file, as containerd.RenderHosts writes it.
 	Data []byte
+
+	// Private is true when Data carries a mirror's credentials: the file
+	// must be written 0600, like containerd's (containerd.HasCredentials).
+	Private bool
 }
 
 // CertsD returns the hosts.toml files dockerd with the containerd image
@@ -229,6 +233,7 @@ func CertsD(root string, s spec.Spec) ([]HostsFile, []string, error) {
 			Path:     path.Join(dir, "hosts.toml"),
 			Registry: r.Host,
 			Data:     containerd.RenderHosts(r),
+			Private:  containerd.HasCredentials(r),
 		})
 	}
 	return files, warnings, nil

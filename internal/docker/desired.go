@@ -95,6 +95,11 @@ func Desired(s spec.Spec, v Version) (Settings, []string) {
 		from = "docker.io (from *)"
 	}
 	for _, m := range r.Mirrors {
+		if why := leftOut(m); why != "" {
+			warnings = append(warnings, fmt.Sprintf("%s mirror %s left out of daemon.json: %s",
+				from, m.URL, why))
+			continue
+		}
 		if m.Path() != "" && !v.AtLeast(pathMirrorsSince) {
 			warnings = append(warnings, pathWarning(from, m.URL, v))
 			continue
@@ -111,6 +116,23 @@ func Desired(s spec.Spec, v Version) (Settings, []string) {
 			"daemon.json; dockerd still falls back to Docker Hub when every mirror fails", from))
 	}
 	return out, warnings
+}
+
+// leftOut says why m cannot go into daemon.json at all, or "" when it can:
+// dockerd resolves tags on every mirror (so an untrusted one would name
+// content), sends no credentials to mirrors, and knows registry roots only,
+// never a repository prefix.
+func leftOut(m spec.Mirror) string {
+	switch {
+	case m.Untrusted:
+		return "it is untrusted (trusted = false), and dockerd would resolve tags on it"
+	case m.Auth != nil:
+		return "it needs credentials, which daemon.json cannot carry"
+	case m.Prefix() != "":
+		return "it serves a repository prefix (/v2/" + m.Prefix() + "), which dockerd " +
+			"cannot use as a mirror"
+	}
+	return ""
 }
 
 // pathWarning explains why a mirror with a path was left out.

@@ -53,6 +53,24 @@ func TestDesired(t *testing.T) {
 			want:    Settings{Mirrors: []string{"https://hub.example.net"}},
 		},
 		{
+			name: "untrusted_credentials_prefix_left_out",
+			compact: "docker.io=https://u.example.net,https://c.example.net," +
+				"https://h.example.net/v2/hub-proxy,https://a.example.net",
+			edit: func(s *spec.Spec) {
+				ms := s.Registries[0].Mirrors
+				ms[0].Untrusted, ms[0].Capabilities = true, []spec.Capability{spec.Pull}
+				ms[1].Auth = &spec.Auth{Username: "u", Password: spec.NewSecret("p"),
+					Key: spec.KeyPasswordEnv, Name: "P"}
+			},
+			v:    v25,
+			want: Settings{Mirrors: []string{"https://a.example.net"}},
+			warnings: []string{
+				"docker.io mirror https://u.example.net left out of daemon.json: it is untrusted (trusted = false), and dockerd would resolve tags on it",
+				"docker.io mirror https://c.example.net left out of daemon.json: it needs credentials, which daemon.json cannot carry",
+				"docker.io mirror https://h.example.net/v2/hub-proxy left out of daemon.json: it serves a repository prefix (/v2/hub-proxy), which dockerd cannot use as a mirror",
+			},
+		},
+		{
 			name:    "path_mirror_v25",
 			compact: "docker.io=https://cr.example.net/mirror,https://a.example.net",
 			v:       v25,

@@ -225,9 +225,19 @@ func desired(s spec.Spec) (mirrors, configs []entry, warnings []string) {
 	for _, r := range s.Registries {
 		var urls []string
 		for _, m := range r.Mirrors {
+			if m.Untrusted || m.Auth != nil {
+				why := "it is untrusted (trusted = false), and k3s resolves tags on every endpoint"
+				if !m.Untrusted {
+					why = "it needs credentials, which mirrord does not write into " +
+						"registries.yaml"
+				}
+				warnings = append(warnings, fmt.Sprintf("registry %s mirror %s: left out of "+
+					"registries.yaml: %s", r.Host, m.URL, why))
+				continue
+			}
 			u := m.URL
 			if m.Path() != "" {
-				u += "/v2"
+				u = m.API()
 			}
 			urls = append(urls, u)
 
@@ -249,6 +259,9 @@ func desired(s spec.Spec) (mirrors, configs []entry, warnings []string) {
 			}
 			tlsSeen[m.Host()] = m.URL
 			configs = append(configs, entry{m.Host(), tlsNode(m)})
+		}
+		if len(urls) == 0 {
+			continue // every mirror left out: k3s keeps what it had
 		}
 		mirrors = append(mirrors, entry{r.Host, endpointNode(urls)})
 

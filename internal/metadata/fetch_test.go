@@ -326,15 +326,16 @@ func TestAWSTokenExpiry(t *testing.T) {
 		}
 	}
 
-	check("first", 1, 3)        // PUT, GET, GET
-	check("token_reused", 1, 5) // GET, GET
+	// One GET per key: mirrord-mirrors, mirrord-config, mirrord-credentials.
+	check("first", 1, 4)        // PUT, GET, GET, GET
+	check("token_reused", 1, 7) // GET, GET, GET
 	e.ExpireTokens()            // the service forgets the token
-	check("after_401", 2, 9)    // GET (401), PUT, GET, GET
+	check("after_401", 2, 12)   // GET (401), PUT, GET, GET, GET
 	p.ttl = time.Second         // a new token renewed 0.5 s ahead
 	p.dropToken()               //
-	check("short_token", 3, 12) // PUT, GET, GET
+	check("short_token", 3, 16) // PUT, GET, GET, GET
 	time.Sleep(600 * time.Millisecond)
-	check("renewed_ahead", 4, 15) // PUT, GET, GET: no 401 first
+	check("renewed_ahead", 4, 20) // PUT, GET, GET, GET: no 401 first
 }
 
 // Tokens appear in no log and no error, even when reads fail.

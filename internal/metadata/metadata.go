@@ -11,16 +11,23 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mirrord/mirrord/internal/spec"
 )
 
 // The metadata keys mirrord reads, under the same name on every provider.
 const (
 	KeyMirrors = "mirrord-mirrors" // the compact form of MIRRORD_MIRRORS
 	KeyConfig  = "mirrord-config"  // a TOML document in the file's schema
+
+	// KeyCredentials holds passwords and tokens that mirrors name with
+	// password_metadata: one NAME=SECRET per line. Its value is never
+	// logged, shown or stored.
+	KeyCredentials = "mirrord-credentials"
 )
 
 // keys lists the keys in the order providers read them.
-var keys = []string{KeyMirrors, KeyConfig}
+var keys = []string{KeyMirrors, KeyConfig, KeyCredentials}
 
 // Provider names accepted in Options.Provider, besides "auto" and "none".
 const (
@@ -184,21 +191,26 @@ type Values struct {
 	// Config is the value of mirrord-config, nil when absent.
 	Config []byte
 
+	// Credentials is the value of mirrord-credentials, zero when absent.
+	// It never leaves in JSON, not even masked.
+	Credentials spec.Secret `json:"-"`
+
 	// Source maps each key present to where exactly it came from, e.g.
 	// "gce instance attribute mirrord-mirrors".
 	Source map[string]string
 }
 
-// Empty reports whether neither key is set. A key set to the empty string
+// Empty reports whether no key is set. A key set to the empty string
 // counts as absent.
 func (v Values) Empty() bool {
-	return v.Mirrors == "" && len(v.Config) == 0
+	return v.Mirrors == "" && len(v.Config) == 0 && v.Credentials.IsZero()
 }
 
 // Equal reports whether v and w hold the same values from the same places.
 func (v Values) Equal(w Values) bool {
 	return v.Provider == w.Provider && v.Mirrors == w.Mirrors &&
-		bytes.Equal(v.Config, w.Config) && maps.Equal(v.Source, w.Source)
+		bytes.Equal(v.Config, w.Config) && v.Credentials.Equal(w.Credentials) &&
+		maps.Equal(v.Source, w.Source)
 }
 
 // set records value for key from src; an empty value counts as absent.
@@ -211,6 +223,8 @@ func (v *Values) set(key, value, src string) {
 		v.Mirrors = value
 	case KeyConfig:
 		v.Config = []byte(value)
+	case KeyCredentials:
+		v.Credentials = spec.NewSecret(value)
 	}
 	if v.Source == nil {
 		v.Source = make(map[string]string, len(keys))
@@ -323,8 +337,8 @@ func Fetch(ctx context.Context, o Options) (Values, error) {
 
 	if err == nil && v.Empty() {
 		o.Log.Debug("metadata has no mirrord keys", "provider", name, "duration", took)
-		return v, fmt.Errorf("%w: %s: neither %s nor %s is set",
-			ErrNoMetadata, name, KeyMirrors, KeyConfig)
+		return v, fmt.Errorf("%w: %s: none of %s, %s and %s is set",
+			ErrNoMetadata, name, KeyMirrors, KeyConfig, KeyCredentials)
 	}
 	if err == nil {
 		o.Log.Debug("metadata read", "provider", name, "keys", len(v.Source),

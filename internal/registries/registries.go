@@ -155,7 +155,12 @@ func convertMirror(host string, m spec.Mirror) (Mirror, []string, bool) {
 		return Mirror{}, []string{fmt.Sprintf("registry %s mirror %q: not valid UTF-8, "+
 			"which TOML cannot hold; left out of registries.conf", host, m.URL)}, false
 	}
-	if m.Path() != "" {
+	if m.Auth != nil {
+		return Mirror{}, []string{fmt.Sprintf("registry %s mirror %s: left out of "+
+			"registries.conf: it needs credentials, which CRI-O and podman take from "+
+			"auth.json, not from mirrord", host, m.URL)}, false
+	}
+	if m.Path() != "" && m.Prefix() == "" {
 		return Mirror{}, []string{fmt.Sprintf("registry %s mirror %s: left out of "+
 			"registries.conf: it has a path, which containers/image would read as a "+
 			"repository namespace on %s, not as the root /v2/ is served under",
@@ -167,7 +172,12 @@ func convertMirror(host string, m spec.Mirror) (Mirror, []string, bool) {
 			"containers/image cannot express", host, m.URL)}, false
 	}
 
-	mir := Mirror{Location: m.Host(), Insecure: m.Scheme() == "http" || m.SkipVerify}
+	// A repository prefix is what containers/image calls a namespace.
+	location := m.Host()
+	if m.Prefix() != "" {
+		location += "/" + m.Prefix()
+	}
+	mir := Mirror{Location: location, Insecure: m.Scheme() == "http" || m.SkipVerify}
 	if !m.Has(spec.Resolve) {
 		mir.PullFromMirror = PullDigestOnly
 	}

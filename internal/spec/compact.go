@@ -7,7 +7,8 @@ import (
 
 // ParseCompact reads the compact form used by MIRRORD_MIRRORS and by the
 // metadata key of the same meaning: registries separated by ';' or newlines,
-// each REGISTRY=URL[,URL...]. Blank entries are skipped. Every registry it
+// each REGISTRY=URL[,URL...], where a URL may also be a preset (see
+// Presets). Blank entries are skipped. Every registry it
 // returns carries src. Errors name the entry at fault and what would be
 // valid; the caller adds the source.
 func ParseCompact(text string, src Source) (Spec, error) {
@@ -30,7 +31,7 @@ func ParseCompact(text string, src Source) (Spec, error) {
 
 		r := Registry{Host: host, Source: src}
 		for _, raw := range strings.Split(list, ",") {
-			m, err := NewMirror(strings.TrimSpace(raw))
+			m, err := NewMirrorFor(strings.TrimSpace(raw), host)
 			if err != nil {
 				return Spec{}, fmt.Errorf("registry %s: mirror %q: %w", name, raw, err)
 			}

@@ -80,6 +80,15 @@ type Mirror struct {
 
 	// SkipVerify turns off TLS verification for this mirror.
 	SkipVerify bool `json:"skip_verify,omitempty"`
+
+	// Auth, when set, holds the credentials sent to this mirror only.
+	Auth *Auth `json:"auth,omitempty"`
+
+	// Untrusted marks a mirror that may serve content but not name it:
+	// its capabilities are Pull only, so tags are resolved elsewhere (the
+	// next mirror that may resolve, or the upstream) and the mirror can
+	// only serve blobs and manifests by the digest that host named.
+	Untrusted bool `json:"untrusted,omitempty"`
 }
 
 // Scheme returns "http" or "https".
@@ -106,6 +115,29 @@ func (m Mirror) Path() string {
 	return "/" + path
 }
 
+// Prefix returns the repository prefix of a mirror that serves a registry
+// under a namespace of its own API (URL https://host/v2/PREFIX: GitLab's
+// dependency proxy, a Harbor proxy project), or "" for a mirror whose URL
+// is a registry root.
+func (m Mirror) Prefix() string {
+	p, ok := strings.CutPrefix(m.Path(), "/v2/")
+	if !ok {
+		return ""
+	}
+	return p
+}
+
+// API returns the URL that a repository path is appended to: the root's
+// /v2 for a mirror at a registry root (https://m/v2, https://m/hub/v2), or
+// the URL itself for a mirror at a repository prefix (https://m/v2/PREFIX).
+// A request for repo's manifest goes to API()+"/"+repo+"/manifests/"+ref.
+func (m Mirror) API() string {
+	if m.Prefix() != "" {
+		return m.URL
+	}
+	return m.URL + "/v2"
+}
+
 // Has reports whether the mirror has capability c.
 func (m Mirror) Has(c Capability) bool {
 	return slices.Contains(m.Capabilities, c)
@@ -126,6 +158,25 @@ type Registry struct {
 
 	// Source is where this list came from.
 	Source Source `json:"source"`
+
+	// Canary is the image that mirrord check and the watch's probes ask
+	// each mirror for, as REPO:TAG or REPO@DIGEST (HOST/REPO:TAG for
+	// Wildcard); "" means DefaultCanary unless NoCanary.
+	Canary string `json:"canary,omitempty"`
+
+	// NoCanary turns the canary off: probes then only ask for /v2/.
+	NoCanary bool `json:"no_canary,omitempty"`
+}
+
+// CanaryRef returns the canary the probes ask for, "" for none.
+func (r Registry) CanaryRef() string {
+	switch {
+	case r.NoCanary:
+		return ""
+	case r.Canary != "":
+		return r.Canary
+	}
+	return DefaultCanary(r.Host)
 }
 
 // Spec is the whole desired state: at most one Registry per host, sorted by
@@ -293,11 +344,44 @@ func ValidateMirrorURL(raw string) (string, error) {
 	}
 
 	path := strings.TrimRight(u.EscapedPath(), "/")
-	if path == "/v2" || strings.HasSuffix(path, "/v2") {
-		return "", fmt.Errorf("mirror URL path ends in /v2; give the registry root " +
-			"(mirrord and the runtimes add /v2 themselves)")
+	if err := checkV2(path); err != nil {
+		return "", err
 	}
 	return u.Scheme + "://" + strings.ToLower(u.Host) + path, nil
+}
+
+// checkV2 accepts the two forms of a mirror path: a registry root
+// (/hub: the API is /hub/v2/...) or, starting with /v2/, a repository
+// prefix in the API (/v2/group/dependency_proxy/containers). Any other /v2
+// segment would make the runtimes ask for a doubled /v2.
+func checkV2(path string) error {
+	if path == "" {
+		return nil
+	}
+	if path == "/v2" {
+		return fmt.Errorf("mirror URL path ends in /v2; give the registry root " +
+			"(mirrord and the runtimes add /v2 themselves)")
+	}
+
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	rest := segs
+	if segs[0] == "v2" {
+		rest = segs[1:]
+	}
+	for i, s := range rest {
+		if s != "v2" {
+			continue
+		}
+		if i == len(rest)-1 && segs[0] != "v2" {
+			return fmt.Errorf("mirror URL path ends in /v2; give the registry root " +
+				"(mirrord and the runtimes add /v2 themselves)")
+		}
+		return fmt.Errorf("mirror URL path %s would yield a doubled /v2; give the registry "+
+			"root (https://host/hub for /hub/v2/...) or, for a mirror at a repository "+
+			"prefix, /v2/ then the prefix alone (https://host/v2/group/dependency_proxy/"+
+			"containers)", path)
+	}
+	return nil
 }
 
 func unwrapURLError(err error) error {

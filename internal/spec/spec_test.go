@@ -22,6 +22,11 @@ func TestValidateMirrorURL(t *testing.T) {
 		{in: "https://m.example.net?", wantErr: "mirror URL has a query"},
 		{in: "https://m.example.net/#", wantErr: "mirror URL has a fragment"},
 		{in: "https://m.example.net/v2/", wantErr: "mirror URL path ends in /v2"},
+		{in: "https://m.example.net/hub/v2", wantErr: "mirror URL path ends in /v2"},
+		{in: "https://m.example.net/v2/hub-proxy/", want: "https://m.example.net/v2/hub-proxy"},
+		{in: "https://m.example.net/hub/v2/x", wantErr: "mirror URL path /hub/v2/x would yield a doubled /v2"},
+		{in: "https://m.example.net/v2/a/v2", wantErr: "mirror URL path /v2/a/v2 would yield a doubled /v2"},
+		{in: "https://m.example.net/v2/v2", wantErr: "mirror URL path /v2/v2 would yield a doubled /v2"},
 		{in: "https://m.example.net/ hub", wantErr: "mirror URL contains white space"},
 		{in: "https://m.example.net:port", wantErr: "mirror URL does not parse"},
 		{in: "", wantErr: "mirror URL is empty"},
@@ -49,6 +54,19 @@ func TestMirrorParts(t *testing.T) {
 	}
 	if p := (Mirror{URL: "http://m"}).Path(); p != "" {
 		t.Errorf("root mirror path = %q", p)
+	}
+}
+
+func TestMirrorAPI(t *testing.T) {
+	for url, want := range map[string][2]string{
+		"https://m.example.net":                  {"", "https://m.example.net/v2"},
+		"https://m.example.net/hub":              {"", "https://m.example.net/hub/v2"},
+		"https://m.example.net/v2/group/dp/cont": {"group/dp/cont", "https://m.example.net/v2/group/dp/cont"},
+	} {
+		m := Mirror{URL: url}
+		if m.Prefix() != want[0] || m.API() != want[1] {
+			t.Errorf("%s: Prefix %q API %q, want %q %q", url, m.Prefix(), m.API(), want[0], want[1])
+		}
 	}
 }
 

@@ -46,6 +46,11 @@ const (
 	ReasonBackoff = "backoff over"
 	ReasonNewDir  = "new directory watched"
 	ReasonInotify = "inotify lost events"
+
+	// ReasonHealth opens the reason of a pass asked for through
+	// Options.Kick when the health order changed; such a pass is no
+	// repair, and fight protection does not count it.
+	ReasonHealth = "health order"
 )
 
 // Options configure Run. Pass is required; zero values take the defaults.
@@ -84,6 +89,11 @@ type Options struct {
 
 	// Log receives the loop's lines; nil discards them.
 	Log *slog.Logger
+
+	// Kick asks for a pass with the reason received, which should start
+	// with ReasonHealth: soon, like a file event, but within a backoff's
+	// hold like one too, and never counted as a repair. Nil never kicks.
+	Kick <-chan string
 
 	// FightLimit repairing passes within FightWindow make the loop back
 	// off: the next pass waits BackoffMin, and each repair during the fight
@@ -256,6 +266,9 @@ func (l *loop) run(ctx context.Context, reload <-chan struct{}, wd time.Duration
 		case <-resync.C:
 			l.want(ReasonResync, time.Now(), false)
 
+		case reason := <-l.o.Kick:
+			l.want(reason, time.Now().Add(l.o.Debounce), false)
+
 		case <-l.kick.C:
 			l.due = time.Time{}
 			l.maybeStart(ctx)
@@ -375,7 +388,8 @@ func (l *loop) finished(r result) {
 	}
 
 	stepped := false
-	if len(r.changed) > 0 && r.cause != ReasonStart && r.cause != ReasonReload {
+	if len(r.changed) > 0 && r.cause != ReasonStart && r.cause != ReasonReload &&
+		!strings.HasPrefix(r.cause, ReasonHealth) {
 		now := time.Now()
 		if hold := l.fight.repaired(now, r.changed); hold > 0 {
 			l.holdUntil, stepped = now.Add(hold), true

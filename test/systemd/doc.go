@@ -16,6 +16,13 @@
 // capability, restarts containerd through the mounted bus socket, follows
 // a ConfigMap update and reverts on stop when armed (daemonset_test.go).
 //
+// The package tests start from a machine without mirrord: the deb that
+// scripts/build-deb.sh builds is installed, upgraded, removed and purged
+// with dpkg while containerd and dockerd run, and each user-data of
+// cloud-init/ is booted as a NoCloud seed, the deb served from a file in
+// the machine, the first pulls served by a docker-registry that the test
+// starts on the machine's loopback.
+//
 // Every machine is an overlay on one cached root filesystem, mounted in a
 // private mount namespace that ends with the machine, with only a loopback
 // network (--private-network). The root filesystem is built once by

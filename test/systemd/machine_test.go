@@ -50,6 +50,17 @@ type machineOptions struct {
 	// enable lists units of packaging/systemd to enable, with links in the
 	// .wants directory of each target their [Install] WantedBy= names.
 	enable []string
+
+	// bare leaves out the mirrord binary and its units, and with them
+	// enable and mirrors: for tests that install mirrord from the deb.
+	bare bool
+
+	// files are written into the machine before boot, by their path in it,
+	// with mode 0644 and their directories 0755.
+	files map[string]string
+
+	// nspawnArgs are added to systemd-nspawn's options.
+	nspawnArgs []string
 }
 
 // machine is a booted systemd-nspawn container: an overlay of the cached
@@ -95,7 +106,7 @@ func bootMachine(t *testing.T, o machineOptions) *machine {
 	m.cgroups = makeCgroups(t, m.name)
 	t.Cleanup(m.shutdown)
 
-	m.start(work, merged)
+	m.start(work, merged, o.nspawnArgs)
 
 	m.leader = m.findLeader()
 	m.waitRunning()
@@ -103,10 +114,17 @@ func bootMachine(t *testing.T, o machineOptions) *machine {
 }
 
 // populate fills the upper layer before boot: the mirrord binary, the units,
-// their enablement links and /etc/default/mirrord.
+// their enablement links, /etc/default/mirrord and the other files.
 func (m *machine) populate(o machineOptions) {
 	t := m.t
 	t.Helper()
+
+	for path, data := range o.files {
+		m.put(path, data, 0o644)
+	}
+	if o.bare {
+		return
+	}
 
 	bin, err := os.ReadFile(mirrordBin)
 	if err != nil {
@@ -193,9 +211,10 @@ func installTargets(unit string) []string {
 
 // start mounts the overlay in a private mount namespace that lives as long
 // as systemd-nspawn, moves the process into the machine's own cgroups and
-// boots the machine. Nothing is mounted in the test's mount namespace, so
-// nothing is left mounted whatever happens to the test.
-func (m *machine) start(work, merged string) {
+// boots the machine, with the extra systemd-nspawn options. Nothing is
+// mounted in the test's mount namespace, so nothing is left mounted
+// whatever happens to the test.
+func (m *machine) start(work, merged string, extra []string) {
 	t := m.t
 	t.Helper()
 
@@ -206,6 +225,7 @@ exec systemd-nspawn "$@"`
 	args := []string{"--mount", "--propagation", "private", "sh", "-c", script, "sh",
 		"--boot", "--directory=" + merged, "--machine=" + m.name,
 		"--register=no", "--keep-unit", "--private-network", "--console=read-only"}
+	args = append(args, extra...)
 
 	console, err := os.Create(m.console)
 	if err != nil {

@@ -33,6 +33,7 @@ const buildHint = "run scripts/build-rootfs.sh as root, or set MIRRORD_ROOTFS"
 // Set once by TestMain when enabled.
 var (
 	mirrordBin string // the static mirrord binary under test
+	buildDir   string // where builds go; removed when the tests end
 	rootfs     string // the cached root filesystem, the overlays' lower layer
 	setupErr   error  // why the machines cannot run; every test fails with it
 )
@@ -94,6 +95,7 @@ func setup(dir string) error {
 	}
 
 	sweepCgroups()
+	buildDir = dir
 	mirrordBin = filepath.Join(dir, "mirrord")
 	return goBuild(mirrordBin, mirrordPkg)
 }
