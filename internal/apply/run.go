@@ -31,39 +31,70 @@ func Apply(ctx context.Context, cfg config.Config, actor Actor, log *slog.Logger
 // RevertNode puts every file mirrord owns back as it was and has actor carry
 // out the actions that follow.
 //
-// When mirrord owns daemon.json, it first applies an empty spec, which
-// writes "registry-mirrors": [] and drops the insecure-registries entries it
-// added, and reloads dockerd. A reload replaces those settings only when the
-// file has the key (FACTS.md §3.1), so restoring an original without them
-// and reloading would leave dockerd on mirrord's mirrors, and the proof would
-// fail. Emptied first, dockerd ends where the original puts it, without a
-// restart. The returned Plan lists the files of both passes.
+// When daemon.json carries mirror settings mirrord wrote, a first pass
+// empties them ("registry-mirrors": [] and the insecure-registries entries
+// mirrord added gone, every other byte kept) and reloads dockerd. A reload
+// replaces those settings only when the file has the key (FACTS.md §3.1), so
+// restoring an original without them and reloading would leave dockerd on
+// mirrord's mirrors, and the proof would fail. Emptied first, dockerd ends
+// where the original puts it, without a restart. The first pass touches
+// daemon.json alone, and is skipped when the file holds no such settings any
+// more, as after a revert that was killed once it had restored the file: a
+// revert run again after a crash at any point still ends on the originals.
+// The returned Plan lists the files of both passes.
 func RevertNode(ctx context.Context, root string, actor Actor, log *slog.Logger) (*Plan, error) {
-	st, err := LoadState(root)
+	first, err := run(ctx, root, "revert", actor, log, func() (*Plan, error) {
+		return emptyDocker(root)
+	})
 	if err != nil {
-		return nil, err
-	}
-
-	var first *Plan
-	if st.Files[docker.DaemonJSON] != nil {
-		var runtimes []config.Runtime
-		for _, nodePath := range st.owned() {
-			if rt := runtimeOf(nodePath); !slices.Contains(runtimes, rt) {
-				runtimes = append(runtimes, rt)
-			}
-		}
-		empty := config.Config{Root: root, Runtimes: runtimes}
-		if first, err = Apply(ctx, empty, actor, log); err != nil {
-			return first, fmt.Errorf("empty dockerd's mirrors before the revert: %w", err)
-		}
+		return first, fmt.Errorf("empty dockerd's mirrors before the revert: %w", err)
 	}
 
 	p, err := run(ctx, root, "revert", actor, log, func() (*Plan, error) { return Revert(root) })
-	if p != nil && first != nil {
+	if p != nil {
 		p.Changes = append(first.Changes, p.Changes...)
 		p.Warnings = append(first.Warnings, p.Warnings...)
 	}
 	return p, err
+}
+
+// emptyDocker plans the first pass of RevertNode: daemon.json as an empty
+// spec leaves it, and a reload of docker.service. The Plan is empty when
+// mirrord does not own daemon.json or the file carries no mirrors and none
+// of the insecure registries mirrord added.
+func emptyDocker(root string) (*Plan, error) {
+	st, err := LoadState(root)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Root: root, Spec: st.Spec, Runtimes: []config.Runtime{config.Docker}, state: st}
+	if st.Files[docker.DaemonJSON] == nil {
+		return p, nil
+	}
+
+	src, mode, exists, err := readFile(p.node(docker.DaemonJSON))
+	if err != nil || !exists {
+		return p, err
+	}
+	set, err := docker.ReadSettings(src)
+	if err != nil {
+		return nil, fmt.Errorf("docker config %s: %w", docker.DaemonJSON, err)
+	}
+	added := slices.ContainsFunc(set.Insecure, func(h string) bool {
+		return slices.Contains(st.DockerInsecure, h)
+	})
+	if len(set.Mirrors) == 0 && !added {
+		return p, nil
+	}
+
+	data, err := docker.EditDaemonJSON(src, docker.Settings{}, st.DockerInsecure, true)
+	if err != nil {
+		return nil, fmt.Errorf("docker config %s: %w", docker.DaemonJSON, err)
+	}
+	p.Changes = []Change{{Path: docker.DaemonJSON, Runtime: config.Docker, Old: src, New: data,
+		Mode: mode}}
+	p.Actions = decideActions(p.Runtimes, p.Changes)
+	return p, nil
 }
 
 func run(ctx context.Context, root, command string, actor Actor, log *slog.Logger,

@@ -119,6 +119,15 @@ func TestCrashDuringRevert(t *testing.T) {
 		return root
 	}
 	final := readTree(t, applied(), "/etc")
+	// Revert's first pass empties daemon.json's mirror settings (see
+	// apply.RevertNode): that file has a third whole version, the one an
+	// apply of an empty spec writes.
+	emptied := readTree(t, emptiedNode(t, applied()), "/etc")
+	midway := tree{}
+	for p, data := range final {
+		midway[p] = data
+	}
+	midway[daemonJSON] = emptied[daemonJSON]
 
 	points := 0
 	for n := 1; n <= maxPoints; n++ {
@@ -135,7 +144,7 @@ func TestCrashDuringRevert(t *testing.T) {
 		points++
 		where := strings.TrimSpace(r.stderr[strings.LastIndex(r.stderr, "crashpoint"):])
 
-		checkOldOrNew(t, where, final, original, readTree(t, root, "/etc"))
+		checkVersions(t, where, readTree(t, root, "/etc"), final, midway, original)
 
 		r2 := runMirrord(t, mirrordBin, nil, "revert", "--root", root)
 		if r2.err != nil {
@@ -158,12 +167,21 @@ func TestCrashDuringRevert(t *testing.T) {
 
 // checkOldOrNew fails the test for every file of after that is neither its
 // version in old nor in new (a missing file counts as a version), ignoring
-// the temporary files a killed write leaves.
+// mirrord's temporary files.
 func checkOldOrNew(t *testing.T, where string, old, new, after tree) {
 	t.Helper()
 
+	checkVersions(t, where, after, old, new)
+}
+
+// checkVersions fails the test for every file of after that is in none of
+// its versions in versions (a missing file counts as a version), ignoring
+// mirrord's temporary files.
+func checkVersions(t *testing.T, where string, after tree, versions ...tree) {
+	t.Helper()
+
 	paths := map[string]bool{}
-	for _, tr := range []tree{old, new, after} {
+	for _, tr := range append([]tree{after}, versions...) {
 		for p := range tr {
 			if !strings.Contains(filepath.Base(p), ".mirrord-") {
 				paths[p] = true
@@ -172,14 +190,33 @@ func checkOldOrNew(t *testing.T, where string, old, new, after tree) {
 	}
 	for p := range paths {
 		got, gotOK := after[p]
-		o, oOK := old[p]
-		n, nOK := new[p]
-		if (gotOK == oOK && got == o) || (gotOK == nOK && got == n) {
+		if slices.ContainsFunc(versions, func(v tree) bool {
+			data, ok := v[p]
+			return ok == gotOK && data == got
+		}) {
 			continue
 		}
-		t.Errorf("%s: %s is neither its old nor its new version (present %v, %d bytes):\n%s",
+		t.Errorf("%s: %s is in none of its versions (present %v, %d bytes):\n%s",
 			where, p, gotOK, len(got), got)
 	}
+}
+
+// daemonJSON is dockerd's file in the example node.
+const daemonJSON = "/etc/docker/daemon.json"
+
+// emptiedNode applies an empty spec to the applied node root, as revert's
+// first pass does to daemon.json, and returns root.
+func emptiedNode(t *testing.T, root string) string {
+	t.Helper()
+
+	if err := os.Remove(filepath.Join(root, "etc/mirrord/mirrord.toml")); err != nil {
+		t.Fatal(err)
+	}
+	r := runMirrord(t, mirrordBin, nil, "apply", "--root", root, "--no-reload")
+	if r.err != nil {
+		t.Fatalf("apply of an empty spec: %v\n%s", r.err, r.stderr)
+	}
+	return root
 }
 
 // treeDiff lists the paths whose content differs between want and got,
