@@ -167,14 +167,10 @@ func TestDaemonSet(t *testing.T) {
 
 	t.Run("revert_on_stop", func(t *testing.T) {
 		m := m.in(t)
-		// A reload cannot make dockerd drop its mirrors once daemon.json no
-		// longer names them (FACTS.md §3.1), so a revert with dockerd
-		// running fails dockerd's proof and keeps the reload pending, in a
-		// pod as from the command line; that is revert's matter, not the
-		// DaemonSet's. dockerd is stopped here, and reads the restored
-		// files when it starts.
-		m.run("systemctl", "stop", "docker.socket", docker)
-		runtimes = m.unitStates(containerd)
+		// dockerd keeps running: revert empties its mirrors with a reload
+		// before it restores daemon.json (apply.RevertNode), and its proof
+		// checks that dockerd dropped them.
+		runtimes = m.unitStates(containerd, docker)
 		spec["revert-on-stop"] = "true\n"
 		if err := p.volume.Update(spec); err != nil {
 			t.Fatal(err)
@@ -200,6 +196,13 @@ func TestDaemonSet(t *testing.T) {
 		}
 		if !strings.Contains(p.output(), "node reverted") {
 			t.Errorf("the pod's log does not say the node was reverted")
+		}
+		if got := m.dockerMirrors(); len(got) > 0 {
+			t.Errorf("dockerd still has mirrors %v after the revert", got)
+		}
+		if pid := m.prop(docker, "MainPID"); pid != runtimes[docker].MainPID {
+			t.Errorf("dockerd restarted by the revert (MainPID %s, was %s)", pid,
+				runtimes[docker].MainPID)
 		}
 	})
 
