@@ -207,14 +207,14 @@ func inproc(runs int, out io.Writer) error {
 	return nil
 }
 
-// requestsOf says what one Fetch of provider asks, with both keys set on
-// the instance.
+// requestsOf says what one Fetch of provider asks, with both spec keys set
+// on the instance: one GET per key, mirrord-credentials included.
 func requestsOf(provider string) string {
 	switch provider {
 	case metadata.GCE, metadata.Yandex:
-		return "2 GET"
+		return "3 GET"
 	case metadata.AWS:
-		return "PUT token + 2 GET"
+		return "PUT token + 3 GET"
 	case metadata.Azure, metadata.OpenStack:
 		return "1 GET"
 	}

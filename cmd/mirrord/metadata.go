@@ -34,8 +34,8 @@ type metaStep struct {
 
 // readMetadata runs the metadata step for the node under the root that
 // flagRoot or the environment names: it reads MIRRORD_METADATA* and
-// fetches both keys within the bound. Nothing to take (metadata off, no
-// provider detected, the service not there, neither key set) is no error:
+// fetches every key within the bound. Nothing to take (metadata off, no
+// provider detected, the service not there, no key set) is no error:
 // Fetch has logged it at the level it deserves and the step has no values.
 // Any other failure is an error, and the caller must change nothing.
 func readMetadata(ctx context.Context, flagRoot string, log *slog.Logger) (metaStep, error) {

@@ -229,4 +229,10 @@ func TestWatchFollowsPasswordFile(t *testing.T) {
 	if got := mode(t, hosts); got != 0o600 {
 		t.Errorf("%s has mode %v, want 0600", hosts, got)
 	}
+
+	// A widened mode is drift, repaired at once.
+	if err := os.Chmod(hosts, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "hosts.toml back to 0600", func() bool { return mode(t, hosts) == 0o600 })
 }

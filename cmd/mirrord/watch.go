@@ -240,7 +240,7 @@ func reloadReason(hup, md *atomic.Bool) string {
 
 // followMetadata follows the instance's metadata from what the first read
 // gave until ctx ends. Each change replaces the values in current (nil
-// when both keys are gone), marks pending and asks for a pass through
+// when every key is gone), marks pending and asks for a pass through
 // reload; the pass parses the values, and one that is not valid fails the
 // pass and leaves the node's files alone. With no provider to follow
 // (metadata off, none detected) it returns at once.

@@ -227,6 +227,8 @@ func desired(s spec.Spec) (mirrors, configs []entry, warnings []string) {
 		for _, m := range r.Mirrors {
 			if m.Untrusted || m.Auth != nil {
 				why := "it is untrusted (trusted = false), and k3s resolves tags on every endpoint"
+				// TODO(#6): registries.yaml can carry credentials in
+				// configs.<host>.auth; write them there, with the file 0600.
 				if !m.Untrusted {
 					why = "it needs credentials, which mirrord does not write into " +
 						"registries.yaml"

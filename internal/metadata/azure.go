@@ -27,7 +27,7 @@ func newAzure(o Options) *azure { return &azure{c: newClient(Azure, o)} }
 
 func (p *azure) close() { p.c.close() }
 
-// fetch reads the tag list, one request for both keys.
+// fetch reads the tag list, one request for every key.
 func (p *azure) fetch(ctx context.Context) (Values, error) {
 	q := url.Values{"api-version": {azureAPIVersion}, "format": {"json"}}
 	r, err := p.c.do(ctx, http.MethodGet, azureTagsPath+"?"+q.Encode(), azureHeader)

@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// cloudInit reads both keys from cloud-init's saved instance data, which
+// cloudInit reads every key from cloud-init's saved instance data, which
 // needs no network. It knows where cloud-init keeps each cloud's user
 // key/values under ds.meta_data (FACTS.md §1.7) and looks in this order,
 // taking each key from the first place that has it:

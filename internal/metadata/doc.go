@@ -1,11 +1,14 @@
 // Package metadata reads mirrord's spec from the instance's own metadata:
-// the key mirrord-mirrors (the compact form of MIRRORD_MIRRORS) and the key
-// mirrord-config (a TOML document in the file's schema). It is the lowest
-// of mirrord's config layers; the file and the environment override it.
+// the key mirrord-mirrors (the compact form of MIRRORD_MIRRORS), the key
+// mirrord-config (a TOML document in the file's schema) and the key
+// mirrord-credentials (NAME=SECRET lines that mirrors name with
+// password_metadata; its value is held as a spec.Secret and never logged,
+// shown or stored). It is the lowest of mirrord's config layers; the file
+// and the environment override it.
 //
 // # Providers
 //
-// One file per provider, each reading both keys:
+// One file per provider, each reading every key:
 //
 //   - gce: computeMetadata/v1 with Metadata-Flavor: Google; instance
 //     attributes, then project attributes beneath them.

@@ -52,7 +52,7 @@ const (
 
 // ErrNoMetadata means there is nothing to take from instance metadata: it is
 // turned off, no provider was detected, the service is not reachable (at
-// once, or not within the bound), it refuses to serve, or neither key is
+// once, or not within the bound), it refuses to serve, or no key is
 // set. The caller falls back to the other layers.
 var ErrNoMetadata = errors.New("no instance metadata")
 
@@ -238,7 +238,7 @@ func (v *Values) has(key string) bool {
 	return ok
 }
 
-// provider reads both keys from one provider.
+// provider reads every key from one provider.
 type provider interface {
 	// fetch returns the values, with the absent keys left empty; an error
 	// means it could not tell. The context bounds it.
@@ -298,12 +298,12 @@ func resolve(o Options) (string, error) {
 	return o.Provider, nil
 }
 
-// Fetch reads both keys from the provider o names (detected first if
+// Fetch reads every key from the provider o names (detected first if
 // "auto"), within o.Timeout.
 //
 // It returns an error wrapping ErrNoMetadata when there is nothing to take:
 // metadata off, no provider detected, the service unreachable at once (no
-// route, refused), or neither key set; these are logged at Debug or Info. A
+// route, refused), or no key set; these are logged at Debug or Info. A
 // service that does not answer within the bound, answers with an error
 // status or refuses mirrord's request also gives ErrNoMetadata, logged at
 // Warn: the node goes on without metadata. Any other error (a malformed

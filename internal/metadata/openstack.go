@@ -75,7 +75,7 @@ func (p *openStack) fromDrive(dir string) (Values, error) {
 	return v, nil
 }
 
-// openStackMeta takes both keys from the "meta" map of a meta_data.json;
+// openStackMeta takes every key from the "meta" map of a meta_data.json;
 // source is the format of each key's source.
 func openStackMeta(b []byte, source string) (Values, error) {
 	var doc struct {

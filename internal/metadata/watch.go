@@ -10,7 +10,7 @@ import (
 type Watcher interface {
 	// Next blocks until the values differ from the last ones returned (or
 	// given to NewWatcher) and returns the new ones, or until ctx ends and
-	// returns ctx's error. Values with neither key set mean the keys were
+	// returns ctx's error. Values with no key set mean the keys were
 	// removed. A service that fails or cannot be reached is logged once at
 	// Warn and retried with backoff; its failures never come back as a
 	// change. Next must not be called concurrently.

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 )
 
@@ -19,10 +18,37 @@ func DefaultCanary(host string) string {
 	return defaultCanaries[host]
 }
 
-var (
-	canaryTag    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	canaryDigest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
-)
+// isTag reports whether s is a tag as image references allow one: a word
+// character, then up to 127 of word characters, '.' and '-'.
+func isTag(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDigest reports whether s is sha256: and 64 lowercase hex digits.
+func isDigest(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for _, c := range []byte(hex) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
 
 // ParseCanary checks a canary for the registry host and returns it. The
 // form is REPO:TAG or REPO@sha256:HEX, and for Wildcard, which has no
@@ -34,17 +60,17 @@ func ParseCanary(raw, host string) (string, error) {
 			"e.g. quay.io/prometheus/busybox:latest"
 	}
 
-	repo, ref, isDigest := strings.Cut(raw, "@")
-	if !isDigest {
+	repo, ref, hasDigest := strings.Cut(raw, "@")
+	if !hasDigest {
 		i := strings.LastIndex(raw, ":")
 		if i < 0 || strings.Contains(raw[i:], "/") {
 			return "", fmt.Errorf("names no tag; %s", want)
 		}
 		repo, ref = raw[:i], raw[i+1:]
-		if !canaryTag.MatchString(ref) {
+		if !isTag(ref) {
 			return "", fmt.Errorf("tag %q is not valid; %s", ref, want)
 		}
-	} else if !canaryDigest.MatchString(ref) {
+	} else if !isDigest(ref) {
 		return "", fmt.Errorf("digest %q is not sha256:<64 hex digits>; %s", ref, want)
 	}
 
@@ -57,7 +83,7 @@ func ParseCanary(raw, host string) (string, error) {
 		repo = rest
 	}
 	for _, seg := range strings.Split(repo, "/") {
-		if !pathSegment.MatchString(seg) {
+		if !isPathSegment(seg) {
 			return "", fmt.Errorf("repository %q is not valid (lowercase letters, digits "+
 				"and . _ - between /); %s", repo, want)
 		}
@@ -69,8 +95,8 @@ func ParseCanary(raw, host string) (string, error) {
 // the others), the repository and the reference (a tag or a digest) of a
 // canary ParseCanary accepted.
 func SplitCanary(canary string, wildcard bool) (registry, repo, ref string) {
-	repo, ref, isDigest := strings.Cut(canary, "@")
-	if !isDigest {
+	repo, ref, hasDigest := strings.Cut(canary, "@")
+	if !hasDigest {
 		i := strings.LastIndex(canary, ":")
 		repo, ref = canary[:i], canary[i+1:]
 	}

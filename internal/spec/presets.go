@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -71,9 +70,42 @@ func presetNames() string {
 	return strings.Join(names, ", ")
 }
 
-// pathSegment is one segment of a repository path as image references allow
-// it: lowercase alphanumerics separated by '.', '_', '__' or '-'.
-var pathSegment = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+// isPathSegment reports whether s is one segment of a repository path as
+// image references allow it: lowercase alphanumerics separated by '.',
+// '_', '__' or runs of '-'.
+func isPathSegment(s string) bool {
+	lowerAlnum := func(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
+	if s == "" || !lowerAlnum(s[0]) || !lowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); {
+		if lowerAlnum(s[i]) {
+			i++
+			continue
+		}
+		// A separator: '.', '_', '__' or '-'+, between alphanumerics.
+		j := i
+		switch {
+		case s[i] == '.':
+			j++
+		case strings.HasPrefix(s[i:], "__"):
+			j += 2
+		case s[i] == '_':
+			j++
+		case s[i] == '-':
+			for j < len(s) && s[j] == '-' {
+				j++
+			}
+		default:
+			return false
+		}
+		if !lowerAlnum(s[j]) {
+			return false
+		}
+		i = j
+	}
+	return true
+}
 
 // isPreset reports whether raw is meant as a preset rather than a URL: it
 // has no "://".
@@ -115,7 +147,7 @@ func ExpandPreset(raw, host string) (string, error) {
 		return "", fmt.Errorf("preset %s: %q is not a host; %s", p.Name, regHost, want)
 	}
 	for _, seg := range strings.Split(path, "/") {
-		if !pathSegment.MatchString(seg) || seg == "v2" {
+		if !isPathSegment(seg) || seg == "v2" {
 			return "", fmt.Errorf("preset %s: path %q is not a repository path (lowercase "+
 				"letters, digits and . _ - between /); %s", p.Name, path, want)
 		}

@@ -106,3 +106,16 @@ func TestSecretRedacted(t *testing.T) {
 		t.Error("Reveal lost the value")
 	}
 }
+
+func TestIsPathSegment(t *testing.T) {
+	for _, ok := range []string{"a", "library", "a.b", "a_b", "a__b", "a-b", "a---b", "x9"} {
+		if !isPathSegment(ok) {
+			t.Errorf("isPathSegment(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "A", "-a", "a-", "a..b", "a___b", "a._b", "a b", "a/b", "_a"} {
+		if isPathSegment(bad) {
+			t.Errorf("isPathSegment(%q) = true", bad)
+		}
+	}
+}

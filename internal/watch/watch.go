@@ -532,9 +532,11 @@ func (l *loop) syncWatches() (added bool) {
 }
 
 // relevant drops attribute changes, mirrord's own temporary files, and
-// events of an ancestor that do not lead to a wanted directory.
+// events of an ancestor that do not lead to a wanted directory. A
+// hosts.toml's attribute changes stay: one that carries credentials must
+// stay 0600, and a chmod is drift there.
 func (l *loop) relevant(ev fsnotify.Event) bool {
-	if ev.Name == "" || ev.Op == fsnotify.Chmod {
+	if ev.Name == "" || (ev.Op == fsnotify.Chmod && filepath.Base(ev.Name) != "hosts.toml") {
 		return false
 	}
 	base := filepath.Base(ev.Name)

@@ -156,11 +156,22 @@ func TestForeignWriteGivesOnePass(t *testing.T) {
 	r.noPass(t, 300*time.Millisecond)
 
 	t.Run("ignored", func(t *testing.T) {
-		if err := os.Chmod(file, 0o600); err != nil {
+		other := filepath.Join(dir, "daemon.json")
+		writeFile(t, other, "{}\n")
+		r.waitPass(t, "change: ")
+		if err := os.Chmod(other, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(dir, ".hosts.toml.mirrord-123"), "temporary\n")
 		r.noPass(t, 300*time.Millisecond)
+	})
+
+	// A hosts.toml with credentials must stay 0600: its chmod is drift.
+	t.Run("hosts_toml_chmod", func(t *testing.T) {
+		if err := os.Chmod(file, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r.waitPass(t, "change: CHMOD ")
 	})
 }
 
