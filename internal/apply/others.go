@@ -74,7 +74,8 @@ func (p *Plan) dockerCertsD(cfg config.Config) error {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("docker: %s; %s", how, why))
 	}
 
-	files, warnings, err := docker.CertsD(p.Root, cfg.Spec)
+	// The same order as containerd's files: mirrors that keep failing last.
+	files, warnings, err := docker.CertsD(p.Root, p.healthOrder(cfg.Spec))
 	if err != nil {
 		return fmt.Errorf("docker: %w", err)
 	}
@@ -82,7 +83,12 @@ func (p *Plan) dockerCertsD(cfg config.Config) error {
 		p.Warnings = append(p.Warnings, "docker: "+w)
 	}
 	for _, f := range files {
-		if err := p.want(config.Docker, f.Path, f.Data, 0o644); err != nil {
+		if f.Private {
+			err = p.wantPrivate(config.Docker, f.Path, f.Data)
+		} else {
+			err = p.want(config.Docker, f.Path, f.Data, 0o644)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/logging"
+	"github.com/mirrord/mirrord/internal/spec"
 )
 
 // dpkgStatus is a dpkg status file naming one installed package.
@@ -348,5 +349,29 @@ func TestDetectIgnoresEmptyConfigDirs(t *testing.T) {
 	}
 	if diff := cmp.Diff([]config.Runtime{config.Docker}, DetectRuntimes(root)); diff != "" {
 		t.Errorf("DetectRuntimes (-want +got):\n%s", diff)
+	}
+}
+
+// A certs.d hosts.toml of dockerd's with credentials is 0600, like
+// containerd's.
+func TestDockerCertsDPrivate(t *testing.T) {
+	root := testNode(t, map[string]string{
+		"var/lib/dpkg/status":    dpkgStatus("docker-ce", "5:28.3.1-1~debian.12~bookworm"),
+		"etc/docker/daemon.json": "{\"features\": {\"containerd-snapshotter\": true}}\n",
+	})
+	cfg := testConfig(t, root, "quay.io=https://quay.example.net", config.Docker)
+	cfg.Spec.Registries[0].Mirrors[0].Auth = &spec.Auth{Username: "robot",
+		Password: spec.NewSecret(testToken), Key: spec.KeyPasswordEnv, Name: "TOKEN"}
+
+	if _, err := Apply(context.Background(), cfg, ReportOnly{}, logging.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	hosts := filepath.Join(root, "etc/docker/certs.d/quay.io/hosts.toml")
+	if got := mode(t, hosts); got != privateMode {
+		t.Errorf("%s has mode %v, want 0600", hosts, got)
+	}
+	data, err := os.ReadFile(hosts)
+	if err != nil || !strings.Contains(string(data), "Authorization") {
+		t.Errorf("%s has no Authorization header (%v):\n%s", hosts, err, data)
 	}
 }
