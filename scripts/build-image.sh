@@ -22,15 +22,18 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 source=${SOURCE:-https://github.com/mirrord/mirrord}
 
+tool=$(mktemp -d)
+trap 'rm -rf "$tool"' EXIT
+
+# OUT names this script's output, not build.sh's: each binary goes to the
+# scratch directory.
 bins=()
 for arch in amd64 arm64; do
-	bin=$(GOARCH=$arch VERSION=$version bash scripts/build.sh)
+	bin=$(OUT="$tool/mirrord-linux-$arch" GOARCH=$arch VERSION=$version bash scripts/build.sh)
 	bins+=(-bin "linux/$arch=$bin")
 done
 
 mkdir -p "$out"
-tool=$(mktemp -d)
-trap 'rm -rf "$tool"' EXIT
 CGO_ENABLED=0 go build -trimpath -o "$tool/imagebuild" ./hack/imagebuild
 "$tool/imagebuild" build -out "$out" -version "$version" -revision "$revision" \
 	-source "$source" -epoch "$epoch" "${bins[@]}"
