@@ -128,8 +128,9 @@ func TestFetchServiceDown(t *testing.T) {
 			if !errors.Is(err, ErrNoMetadata) {
 				t.Fatalf("Fetch: %v, want ErrNoMetadata", err)
 			}
-			if took > 500*time.Millisecond {
-				t.Errorf("took %s against a refused port; want it at once", took)
+			if took > 1500*time.Millisecond {
+				t.Errorf("took %s against a refused port; want it at once, well before "+
+					"the 2s bound", took)
 			}
 			if rec.count(slog.LevelWarn) != 0 || rec.count(slog.LevelInfo) != 1 {
 				t.Errorf("want one Info and no Warn:\n%s", rec)
@@ -150,7 +151,9 @@ func TestFetchSlow(t *testing.T) {
 		if !errors.Is(err, ErrNoMetadata) {
 			t.Fatalf("Fetch: %v, want ErrNoMetadata", err)
 		}
-		if took < bound || took > bound+300*time.Millisecond {
+		// The service would answer after 5 s; a margin this wide holds on a
+		// loaded machine and still tells the bound from the delay.
+		if took < bound || took > bound+2*time.Second {
 			t.Errorf("took %s; want the bound, %s", took, bound)
 		}
 		if !strings.Contains(err.Error(), "gave up after 300ms") {
@@ -210,7 +213,7 @@ func TestFetchRefusedRequest(t *testing.T) {
 			if !errors.Is(err, ErrNoMetadata) || rec.count(slog.LevelWarn) != 1 {
 				t.Fatalf("Fetch: %v; want ErrNoMetadata and one warning:\n%s", err, rec)
 			}
-			if !strings.Contains(err.Error(), "403") || took > 500*time.Millisecond {
+			if !strings.Contains(err.Error(), "403") || took > 1500*time.Millisecond {
 				t.Errorf("error %q after %s; want the status, at once", err, took)
 			}
 		})

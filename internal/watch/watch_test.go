@@ -150,8 +150,10 @@ func TestForeignWriteGivesOnePass(t *testing.T) {
 	writeFile(t, file, "someone else's\n")
 	r.waitPass(t, "change: ")
 	t.Logf("event to pass: %v", time.Since(began))
-	if took := time.Since(began); took > 500*time.Millisecond {
-		t.Errorf("pass came %v after the write; want well under 100ms", took)
+	// bench/watch.sh measures the latency; this only catches a pass that
+	// waits for the resync instead of the event.
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("pass came %v after the write; want it on the event", took)
 	}
 	r.noPass(t, 300*time.Millisecond)
 
