@@ -7,30 +7,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/pelletier/go-toml/v2"
 
+	"github.com/mirrord/mirrord/internal/containerd/hoststest"
 	"github.com/mirrord/mirrord/internal/spec"
 )
-
-// hostFields mirrors the fields of containerd's hostFileConfig that
-// containerd 1.5 and later read (core/remotes/docker/config/hosts.go),
-// without dial_timeout (2.1+): decoding with DisallowUnknownFields proves
-// that a file holds nothing an older containerd would choke on.
-type hostFields struct {
-	Capabilities []string       `toml:"capabilities"`
-	CACert       any            `toml:"ca"`
-	Client       any            `toml:"client"`
-	SkipVerify   *bool          `toml:"skip_verify"`
-	Header       map[string]any `toml:"header"`
-	OverridePath bool           `toml:"override_path"`
-}
-
-// hostsSchema is the document containerd decodes a hosts.toml into.
-type hostsSchema struct {
-	hostFields
-	Server      string                `toml:"server"`
-	HostConfigs map[string]hostFields `toml:"host"`
-}
 
 func mirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
 	t.Helper()
@@ -104,16 +84,7 @@ func TestRenderHosts(t *testing.T) {
 			got := RenderHosts(tt.reg)
 			golden(t, filepath.Join("testdata/hosts", tt.name+".toml"), got)
 
-			var doc hostsSchema
-			dec := toml.NewDecoder(bytes.NewReader(got))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&doc); err != nil {
-				t.Fatalf("containerd's schema refuses the file: %v\n%s", err, got)
-			}
-			checkCapabilities(t, doc.Capabilities)
-			for _, h := range doc.HostConfigs {
-				checkCapabilities(t, h.Capabilities)
-			}
+			hoststest.Check(t, tt.name, got)
 			if bytes.Contains(got, []byte("referrers")) || bytes.Contains(got, []byte("dial_timeout")) {
 				t.Errorf("file names referrers or dial_timeout:\n%s", got)
 			}
@@ -127,16 +98,6 @@ func TestRenderHosts(t *testing.T) {
 				t.Errorf("ParseHosts(RenderHosts) (-want +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-// checkCapabilities fails on a capability containerd 1.x does not know.
-func checkCapabilities(t *testing.T, caps []string) {
-	t.Helper()
-	for _, c := range caps {
-		if c != "pull" && c != "resolve" && c != "push" {
-			t.Errorf("capability %q is unknown to containerd 1.x", c)
-		}
 	}
 }
 
