@@ -36,9 +36,8 @@ const managedMarker = "# Managed by mirrord"
 // dial_timeout (2.1+), which make older versions ignore the whole file.
 func RenderHosts(r spec.Registry) []byte {
 	var b bytes.Buffer
-	src := strings.NewReplacer("\r", " ", "\n", " ").Replace(r.Source.String())
 	fmt.Fprintf(&b, "%s: written from %s; edits are overwritten. "+
-		"Change the mirrord spec instead.\n", managedMarker, src)
+		"Change the mirrord spec instead.\n", managedMarker, commentText(r.Source.String()))
 
 	hosts := r.Mirrors
 	switch {
@@ -56,6 +55,19 @@ func RenderHosts(r spec.Registry) []byte {
 		writeHostKeys(&b, m, "  ")
 	}
 	return b.Bytes()
+}
+
+// commentText makes s fit in a TOML comment line: valid UTF-8, and control
+// characters, which a comment may not hold, turned into spaces. A source
+// names a file as it is called, and a drop-in's name may hold any byte; a
+// comment that breaks the TOML would make containerd refuse the whole file.
+func commentText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 // hostname strips the port from a host[:port].

@@ -78,6 +78,13 @@ func TestRenderHosts(t *testing.T) {
 			Source:  spec.Source{Layer: spec.LayerFlag, Name: "--mirror\nx"},
 			Mirrors: []spec.Mirror{mirror(t, "http://127.0.0.1:5001")}},
 		wantMirrors: []string{"http://127.0.0.1:5001"},
+	}, {
+		name: "source_not_utf8",
+		reg: spec.Registry{Host: "docker.io",
+			Source:  spec.Source{Layer: spec.LayerFile, Name: "/etc/mirrord/conf.d/\x80\x01.toml"},
+			Mirrors: []spec.Mirror{mirror(t, "https://mirror.gcr.io")}},
+		wantServer:  "https://registry-1.docker.io",
+		wantMirrors: []string{"https://mirror.gcr.io"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
