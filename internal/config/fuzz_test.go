@@ -37,7 +37,9 @@ type layerDoc struct {
 }
 
 // FuzzLoad gives Load a metadata mirrord-config document, a metadata
-// mirrord-mirrors value, the config file and two drop-ins, and checks:
+// mirrord-mirrors value, the config file and two drop-ins (one of them under
+// a fuzzed name, which sources carry into the files mirrord writes), and
+// checks:
 //
 //   - Load fails exactly when one of the documents fails alone, and its
 //     error names the first of them that fails (its metadata source or
@@ -62,7 +64,7 @@ func FuzzLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 
-	f.Add([]byte(nil), "", example, []byte(nil), []byte(nil))
+	f.Add([]byte(nil), "", example, []byte(nil), []byte(nil), "10-a")
 	f.Add([]byte("runtimes = [\"docker\"]\n[registries.\"docker.io\"]\n"+
 		"mirrors = [\"https://robot:"+fuzzSecret+"@m.example.net\"]\n"),
 		"quay.io=https://q.example.net", example,
@@ -70,20 +72,36 @@ func FuzzLoad(f *testing.F) {
 			"mirrors = [{ url = \"https://k.example.net/k8s\", capabilities = [\"pull\"], "+
 			"ca_file = \"/etc/ssl/k.pem\", skip_verify = true }]\n"),
 		[]byte("runtimes = [\"containerd\", \"k3s\"]\n[registries.\"*\"]\n"+
-			"mirrors = [\"https://cache.example.net\"]\n"))
+			"mirrors = [\"https://cache.example.net\"]\n"), "30-after-b")
 	f.Add([]byte("[registries.\"Index.Docker.IO\"]\nmirrors = [\"http://[::1]:5000/hub/\"]\n"),
 		"docker.io=https://u:"+fuzzSecret+"@hub.example.net;*=https://all.example.net",
 		[]byte(nil), []byte("[registries.\"docker.io\"]\nmirrors = [\"https://d.example.net\"]\n"),
-		[]byte("[registries.\"quay.io\"]\nmirrors = [\"ftp://q\"]\n"))
+		[]byte("[registries.\"quay.io\"]\nmirrors = [\"ftp://q\"]\n"), "\x80\x01 odd")
 
-	f.Fuzz(func(t *testing.T, mdConfig []byte, mdMirrors string, main, dropA, dropB []byte) {
+	f.Fuzz(func(t *testing.T, mdConfig []byte, mdMirrors string, main, dropA, dropB []byte,
+		nameA string) {
+		nameA = strings.Map(func(r rune) rune {
+			if r == '/' || r == 0 {
+				return '_'
+			}
+			return r
+		}, nameA) + ".toml"
+		if nameA == "20-b.toml" || len(nameA) > 200 {
+			return
+		}
 		docs := []layerDoc{
 			{src: spec.Source{Layer: spec.LayerMetadata, Name: fuzzConfigSource}, data: mdConfig},
 			{src: spec.Source{Layer: spec.LayerMetadata, Name: fuzzMirrorsSource},
 				data: []byte(mdMirrors), compact: true},
 			{data: main, path: DefaultFile},
-			{data: dropA, path: "/etc/mirrord/conf.d/10-a.toml"},
+			{data: dropA, path: "/etc/mirrord/conf.d/" + nameA},
 			{data: dropB, path: "/etc/mirrord/conf.d/20-b.toml"},
+		}
+		if nameA > "20-b.toml" { // drop-ins apply in lexical order
+			docs[3], docs[4] = docs[4], docs[3]
+		}
+		if err := os.RemoveAll(filepath.Join(root, "etc/mirrord/conf.d")); err != nil {
+			t.Fatal(err)
 		}
 		values := &metadata.Values{Provider: metadata.GCE, Mirrors: mdMirrors,
 			Config: mdConfig, Source: map[string]string{}}
