@@ -62,7 +62,11 @@ func TestNormalizeHost(t *testing.T) {
 			t.Errorf("NormalizeHost(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "quay.io/ns", "https://quay.io", "a b", "*.example.net"} {
+	if _, err := NormalizeHost(strings.Repeat("a", 253)); err != nil {
+		t.Errorf("NormalizeHost of 253 bytes: %v", err)
+	}
+	for _, bad := range []string{"", "quay.io/ns", "https://quay.io", "a b", "*.example.net",
+		strings.Repeat("a", 250) + ":5000", strings.Repeat("\x80", 90)} {
 		if _, err := NormalizeHost(bad); err == nil {
 			t.Errorf("NormalizeHost(%q) succeeded", bad)
 		}
