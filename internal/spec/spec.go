@@ -10,6 +10,7 @@ package spec
 import (
 	"fmt"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 )
@@ -310,12 +311,17 @@ func ValidateMirrorURL(raw string) (string, error) {
 		return "", fmt.Errorf("mirror URL has no host; want http(s)://host[:port][/path]")
 	}
 
-	path := strings.TrimRight(u.EscapedPath(), "/")
-	if path == "/v2" || strings.HasSuffix(path, "/v2") {
+	// Dot segments and doubled slashes go: the path is sent as it is
+	// written, and containerd and k3s take it verbatim as the API root.
+	if u.Path != "" {
+		u.Path, u.RawPath = path.Clean("/"+u.Path), ""
+	}
+	root := strings.TrimRight(u.EscapedPath(), "/")
+	if root == "/v2" || strings.HasSuffix(root, "/v2") {
 		return "", fmt.Errorf("mirror URL path ends in /v2; give the registry root " +
 			"(mirrord and the runtimes add /v2 themselves)")
 	}
-	return u.Scheme + "://" + strings.ToLower(u.Host) + path, nil
+	return u.Scheme + "://" + strings.ToLower(u.Host) + root, nil
 }
 
 func unwrapURLError(err error) error {
