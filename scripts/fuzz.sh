@@ -5,7 +5,8 @@
 # if any target failed; the failing input is then in the package's
 # testdata/fuzz/<target>/, to be kept as a regression seed once fixed.
 #
-#   scripts/fuzz.sh [TIME [REGEX]]   TIME per target (default 2m), targets matching REGEX
+#   scripts/fuzz.sh [TIME [REGEX]]   TIME per target (default 2m), the targets whose
+#                                    "internal/<package> <target>" matches REGEX
 #   scripts/fuzz.sh --list           the targets, "package target" a line
 #
 # MIRRORD_FUZZ_PARALLEL sets -parallel (default: go test's, GOMAXPROCS);
@@ -41,7 +42,7 @@ fi
 failed=0
 printf '%-40s %-20s %12s %12s  %s\n' package target execs interesting result
 while read -r pkg target; do
-	[[ $target =~ $filter ]] || continue
+	[[ "${pkg#github.com/mirrord/mirrord/} $target" =~ $filter ]] || continue
 	log="$logs/${pkg##*/}.$target.log"
 	result=ok
 	if ! go test "${flags[@]}" -fuzz "^${target}\$" "$pkg" >"$log" 2>&1; then
