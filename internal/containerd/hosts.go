@@ -126,31 +126,25 @@ type HostsFile struct {
 // [host."<url>"] table headers. It fails only when the file is not TOML or
 // server or host has the wrong type, which containerd would not read either.
 func ParseHosts(data []byte) (HostsFile, error) {
-	var doc map[string]any
+	// Only server and the names of the host tables, as containerd decodes
+	// the file into its schema: a value elsewhere that go-toml cannot hold
+	// (an integer past 64 bits, say) fails neither.
+	var doc struct {
+		Server any                 `toml:"server"`
+		Host   map[string]struct{} `toml:"host"`
+	}
 	if err := toml.Unmarshal(data, &doc); err != nil {
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			line, _ := de.Position()
-			return HostsFile{}, fmt.Errorf("parse hosts.toml: line %d: %s", line,
-				strings.TrimPrefix(de.Error(), "toml: "))
-		}
-		return HostsFile{}, fmt.Errorf("parse hosts.toml: %w", err)
+		return HostsFile{}, hostsError(data, err)
 	}
 
 	var hf HostsFile
-	if v, ok := doc["server"]; ok {
+	if v := doc.Server; v != nil {
 		s, isString := v.(string)
 		if !isString {
 			return HostsFile{}, fmt.Errorf("parse hosts.toml: server is %s; want a URL string",
 				tomlType(v))
 		}
 		hf.Server = registryRoot(s)
-	}
-	if v, ok := doc["host"]; ok {
-		if _, isTable := v.(map[string]any); !isTable {
-			return HostsFile{}, fmt.Errorf("parse hosts.toml: host is %s; want a table "+
-				"of [host.\"<url>\"] tables", tomlType(v))
-		}
 	}
 
 	var p unstable.Parser
@@ -174,6 +168,28 @@ func ParseHosts(data []byte) (HostsFile, error) {
 
 	hf.Managed = bytes.HasPrefix(data, []byte(managedMarker))
 	return hf, nil
+}
+
+// hostsError says why a hosts.toml did not decode: host is not a table of
+// tables, or what go-toml says, with the line.
+func hostsError(data []byte, err error) error {
+	var kinds struct {
+		Host any `toml:"host"`
+	}
+	if toml.Unmarshal(data, &kinds) == nil && kinds.Host != nil {
+		if _, isTable := kinds.Host.(map[string]any); !isTable {
+			return fmt.Errorf("parse hosts.toml: host is %s; want a table of "+
+				"[host.\"<url>\"] tables", tomlType(kinds.Host))
+		}
+	}
+
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		return fmt.Errorf("parse hosts.toml: line %d: %s", line,
+			strings.TrimPrefix(de.Error(), "toml: "))
+	}
+	return fmt.Errorf("parse hosts.toml: %w", err)
 }
 
 // registryRoot drops the /v2 API suffix from a host URL.

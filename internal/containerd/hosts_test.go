@@ -145,6 +145,11 @@ func TestParseHosts(t *testing.T) {
 		in:      "server = \"https://a\"\n[host.\"https://b\"\n",
 		wantErr: "parse hosts.toml: line 2: expected ']' to close table name",
 	}, {
+		name: "value_too_large_elsewhere",
+		in: "server = \"https://r.example\"\nx = 10000000000000000000\n" +
+			"[host.\"https://m.example\"]\n  y = 10000000000000000000\n",
+		want: HostsFile{Server: "https://r.example", Mirrors: []string{"https://m.example"}},
+	}, {
 		name:    "server_not_a_string",
 		in:      "server = 1\n",
 		wantErr: "parse hosts.toml: server is an integer; want a URL string",
