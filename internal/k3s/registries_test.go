@@ -173,6 +173,8 @@ func TestMergeRefuses(t *testing.T) {
 			"line 2: the top level holds a YAML merge key (<<)"},
 		{"merge_key_mirrors", "x: &a {quay.io: {endpoint: [q]}}\nmirrors: {<<: *a}\n",
 			"line 2: mirrors holds a YAML merge key (<<)"},
+		{"alias_key", "x: &h docker.io\nmirrors: {*h: {endpoint: [q]}}\n",
+			"line 2: mirrors has a key that is an alias (*h)"},
 		{"tls_not_map", "configs:\n  h:\n    tls: yes\n", "parse registries.yaml:"},
 	}
 	s, err := spec.New([]spec.Registry{{Host: "docker.io", Source: env,
