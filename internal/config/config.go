@@ -380,16 +380,20 @@ func metadataError(src spec.Source, value string, err error) error {
 	return &maskedError{fmt.Errorf("%s: value %s: %w", src, quoted, err)}
 }
 
+// urlStart is where user information may start: after "scheme://", or a
+// bare "://" when the scheme is missing or mistyped.
+const urlStart = `((?:[A-Za-z][A-Za-z0-9+.-]*)?://)`
+
 // rawCredentials matches the user information of a URL in text as given,
-// as url.Parse reads it: from "scheme://" to the last '@' before the first
+// as url.Parse reads it: from urlStart to the last '@' before the first
 // '/', '?' or '#', whatever lies between (spaces, quotes, backslashes and
 // line ends included: a password may hold them).
-var rawCredentials = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@`)
+var rawCredentials = regexp.MustCompile(urlStart + `[^/?#]*@`)
 
 // quotedCredentials matches the same in the text of an error, where values
 // are Go-quoted: it does not run past the unescaped '"' that ends the
 // quoted value holding the URL.
-var quotedCredentials = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)(?:[^"\\/?#]|\\.)*@`)
+var quotedCredentials = regexp.MustCompile(urlStart + `(?:[^"\\/?#]|\\.)*@`)
 
 // maskCredentials replaces the user information that re matches in s: a
 // mirror URL never may carry credentials, and the refusal must not show
