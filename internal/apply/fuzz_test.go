@@ -1,44 +1,20 @@
 package apply
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/mirrord/mirrord/internal/config"
+	"github.com/mirrord/mirrord/internal/containerd/hoststest"
 	"github.com/mirrord/mirrord/internal/spec"
 )
-
-// containerdHosts is the schema containerd decodes a hosts.toml into
-// (config/hosts.go of containerd 1.6 to 2.2), for the keys a mirrord file
-// may hold; decoding strictly into it fails on anything containerd would not
-// know.
-type containerdHosts struct {
-	Server       string                    `toml:"server"`
-	Capabilities []string                  `toml:"capabilities"`
-	CA           any                       `toml:"ca"`
-	SkipVerify   *bool                     `toml:"skip_verify"`
-	OverridePath bool                      `toml:"override_path"`
-	Header       map[string]any            `toml:"header"`
-	Host         map[string]containerdHost `toml:"host"`
-}
-
-type containerdHost struct {
-	Capabilities []string       `toml:"capabilities"`
-	CA           any            `toml:"ca"`
-	SkipVerify   *bool          `toml:"skip_verify"`
-	OverridePath bool           `toml:"override_path"`
-	Header       map[string]any `toml:"header"`
-}
 
 // FuzzApplySpec feeds the compact form and a config file through the
 // layers and the plan onto a copy of examples/node, and checks what apply
@@ -92,7 +68,7 @@ func FuzzApplySpec(f *testing.F) {
 		for _, c := range p.Changes {
 			switch {
 			case strings.HasSuffix(c.Path, "/hosts.toml"):
-				checkHosts(t, c.Path, c.New)
+				hoststest.Check(t, c.Path, c.New)
 			case c.Path == "/etc/containerd/config.toml":
 				checkKeys(t, c.Path, oldConfig, decodeTOML(t, c.Path, c.New))
 			case c.Path == "/etc/docker/daemon.json":
@@ -100,36 +76,6 @@ func FuzzApplySpec(f *testing.F) {
 			}
 		}
 	})
-}
-
-// checkHosts decodes a hosts.toml strictly in containerd's schema.
-func checkHosts(t *testing.T, path string, data []byte) {
-	t.Helper()
-
-	var h containerdHosts
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil {
-		t.Fatalf("%s does not decode in containerd's schema: %v\n%s", path, err, data)
-	}
-	hosts := []string{}
-	if h.Server != "" {
-		hosts = append(hosts, h.Server)
-	}
-	for host, entry := range h.Host {
-		hosts = append(hosts, host)
-		for _, c := range entry.Capabilities {
-			if !slices.Contains([]string{"pull", "resolve", "push"}, c) {
-				t.Fatalf("%s: host %q: capability %q unknown to containerd", path, host, c)
-			}
-		}
-	}
-	for _, host := range hosts {
-		u, err := url.Parse(host)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			t.Fatalf("%s: host %q is not an absolute http(s) URL: %v\n%s", path, host, err, data)
-		}
-	}
 }
 
 // checkKeys fails unless every top-level key of old is in new.

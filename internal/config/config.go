@@ -382,7 +382,7 @@ func metadataError(src spec.Source, value string, err error) error {
 		err = fmt.Errorf("%w; want a TOML document in the schema of %s", err, DefaultFile)
 	}
 
-	shown := []rune(maskCredentials(value))
+	shown := []rune(maskCredentials(value, rawCredentials))
 	quoted := strconv.Quote(string(shown))
 	if len(shown) > clipAt {
 		quoted = fmt.Sprintf("%s... (%d bytes in all)", strconv.Quote(string(shown[:clipAt])),
@@ -391,20 +391,32 @@ func metadataError(src spec.Source, value string, err error) error {
 	return &maskedError{fmt.Errorf("%s: value %s: %w", src, quoted, err)}
 }
 
-// urlCredentials matches the user information of a URL, up to its '@'.
-var urlCredentials = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s"\\]+@`)
+// urlStart is where user information may start: after "scheme://", or a
+// bare "://" when the scheme is missing or mistyped.
+const urlStart = `((?:[A-Za-z][A-Za-z0-9+.-]*)?://)`
 
-// maskCredentials replaces the user information of every URL in s: a
+// rawCredentials matches the user information of a URL in text as given,
+// as url.Parse reads it: from urlStart to the last '@' before the first
+// '/', '?' or '#', whatever lies between (spaces, quotes, backslashes and
+// line ends included: a password may hold them).
+var rawCredentials = regexp.MustCompile(urlStart + `[^/?#]*@`)
+
+// quotedCredentials matches the same in the text of an error, where values
+// are Go-quoted: it does not run past the unescaped '"' that ends the
+// quoted value holding the URL.
+var quotedCredentials = regexp.MustCompile(urlStart + `(?:[^"\\/?#]|\\.)*@`)
+
+// maskCredentials replaces the user information that re matches in s: a
 // mirror URL never may carry credentials, and the refusal must not show
 // them.
-func maskCredentials(s string) string {
-	return urlCredentials.ReplaceAllString(s, "${1}xxxxx@")
+func maskCredentials(s string, re *regexp.Regexp) string {
+	return re.ReplaceAllString(s, "${1}xxxxx@")
 }
 
 // maskedError is err with credentials in URLs masked in its text.
 type maskedError struct{ err error }
 
-func (e *maskedError) Error() string { return maskCredentials(e.err.Error()) }
+func (e *maskedError) Error() string { return maskCredentials(e.err.Error(), quotedCredentials) }
 func (e *maskedError) Unwrap() error { return e.err }
 
 // hosts lists the registry hosts of s in its order.

@@ -203,6 +203,17 @@ func TestBadInput(t *testing.T) {
 			wantErr: `file /etc/mirrord/mirrord.toml: line 2: unknown key "registries.docker.io.mirorrs"; valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream, registries."HOST".canary`,
 		},
 		{
+			name: "file_key_case",
+			file: "[registries.\"docker.io\"]\nmirrors = [\"https://a.example.net\"]\n" +
+				"[Registries.\"docker.io\"]\nmirrors = [\"https://b.example.net\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: unknown key "Registries" (keys are case-sensitive); valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream, registries."HOST".canary`,
+		},
+		{
+			name:    "file_key_case_in_registry",
+			file:    "[registries.\"docker.io\"]\nMirrors = [\"https://a.example.net\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: unknown key "registries.docker.io.Mirrors" (keys are case-sensitive); valid: runtimes, registries."HOST".mirrors, registries."HOST".upstream, registries."HOST".canary`,
+		},
+		{
 			name:    "file_bad_url",
 			file:    "[registries.\"docker.io\"]\nmirrors = [\"https://m.example.net?a=b\"]\n",
 			wantErr: `file /etc/mirrord/mirrord.toml: registries."docker.io": mirrors[0]: "https://m.example.net?a=b": mirror URL has a query; want http(s)://host[:port][/path] without ?`,

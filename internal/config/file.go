@@ -68,6 +68,9 @@ func parseDoc(data []byte, src spec.Source) (File, error) {
 	if err := dec.Decode(&doc); err != nil {
 		return File{}, newDecodeError(err)
 	}
+	if err := checkKeyCase(data); err != nil {
+		return File{}, err
+	}
 
 	var f File
 	if doc.Runtimes != nil {
@@ -253,6 +256,45 @@ func tomlType(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// registryKeys are the keys a registry table may have.
+var registryKeys = []string{"mirrors", "upstream", "canary"}
+
+// validKeys lists the keys of the file's schema, for errors.
+const validKeys = `runtimes, registries."HOST".mirrors, registries."HOST".upstream, ` +
+	`registries."HOST".canary`
+
+// checkKeyCase refuses a key that names one of the schema's only when case
+// is ignored, as go-toml matches struct fields: TOML keys are
+// case-sensitive, and a [Registries."docker.io"] table beside
+// [registries."docker.io"] would otherwise replace it without a word.
+// Unknown keys in any case have been refused before, with their line.
+func checkKeyCase(data []byte) error {
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		return newDecodeError(err)
+	}
+
+	unknown := func(key string) error {
+		return &decodeError{msg: fmt.Sprintf("unknown key %q (keys are case-sensitive); "+
+			"valid: %s", key, validKeys)}
+	}
+	for _, k := range sortedKeys(doc) {
+		if k != "runtimes" && k != "registries" {
+			return unknown(k)
+		}
+	}
+	regs, _ := doc["registries"].(map[string]any)
+	for _, name := range sortedKeys(regs) {
+		table, _ := regs[name].(map[string]any)
+		for _, k := range sortedKeys(table) {
+			if !slices.Contains(registryKeys, k) {
+				return unknown("registries." + name + "." + k)
+			}
+		}
+	}
+	return nil
+}
+
 // decodeError is a document that go-toml could not decode: not TOML, an
 // unknown key, or a value of the wrong type. Its text is one line with the
 // line number.
@@ -274,9 +316,8 @@ func newDecodeError(err error) *decodeError {
 	if errors.As(err, &strict) && len(strict.Errors) > 0 {
 		e := strict.Errors[0]
 		row, _ := e.Position()
-		return &decodeError{err: err, msg: fmt.Sprintf("line %d: unknown key %q; valid: "+
-			"runtimes, registries.\"HOST\".mirrors, registries.\"HOST\".upstream, "+
-			"registries.\"HOST\".canary", row, strings.Join(e.Key(), "."))}
+		return &decodeError{err: err, msg: fmt.Sprintf("line %d: unknown key %q; valid: %s",
+			row, strings.Join(e.Key(), "."), validKeys)}
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {

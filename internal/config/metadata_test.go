@@ -218,6 +218,21 @@ func TestBadMetadata(t *testing.T) {
 			wantErr: `metadata gce instance attribute mirrord-mirrors: value "docker.io=https://xxxxx@m.example.net": registry docker.io: mirror "https://xxxxx@m.example.net": mirror URL carries credentials; put them in the mirror's credentials, never in the URL`,
 		},
 		{
+			name:    "mirrors_credentials_with_space_masked",
+			values:  gceValues("docker.io=https://robot:my s3cret@m.example.net", ""),
+			wantErr: `metadata gce instance attribute mirrord-mirrors: value "docker.io=https://xxxxx@m.example.net": registry docker.io: mirror "https://xxxxx@m.example.net": mirror URL contains white space; want http(s)://host[:port][/path]`,
+		},
+		{
+			name:    "mirrors_credentials_without_scheme_masked",
+			values:  gceValues("docker.io=://robot:s3cret@m.example.net", ""),
+			wantErr: `metadata gce instance attribute mirrord-mirrors: value "docker.io=://xxxxx@m.example.net": registry docker.io: mirror "://xxxxx@m.example.net": mirror URL does not parse (missing protocol scheme); want http(s)://host[:port][/path]`,
+		},
+		{
+			name:    "config_credentials_with_quote_masked",
+			values:  gceValues("", "[registries.\"quay.io\"]\nmirrors = [\"https://robot:a\\\"s3cret@q\"]\n"),
+			wantErr: `metadata gce project attribute mirrord-config: value "[registries.\"quay.io\"]\nmirrors = [\"https://xxxxx@q\"]\n": registries."quay.io": mirrors[0]: "https://xxxxx@q": mirror URL does not parse (net/url: invalid userinfo); want http(s)://host[:port][/path]`,
+		},
+		{
 			name:    "config_syntax",
 			values:  gceValues("", "[registries.\"docker.io\"\nmirrors = 1\n"),
 			wantErr: `metadata gce project attribute mirrord-config: value "[registries.\"docker.io\"\nmirrors = 1\n": line 1: expected ']' to close table name; want a TOML document in the schema of /etc/mirrord/mirrord.toml`,

@@ -43,9 +43,8 @@ const managedMarker = "# Managed by mirrord"
 // 0600 (see HasCredentials).
 func RenderHosts(r spec.Registry) []byte {
 	var b bytes.Buffer
-	src := strings.NewReplacer("\r", " ", "\n", " ").Replace(r.Source.String())
 	fmt.Fprintf(&b, "%s: written from %s; edits are overwritten. "+
-		"Change the mirrord spec instead.\n", managedMarker, src)
+		"Change the mirrord spec instead.\n", managedMarker, commentText(r.Source.String()))
 
 	hosts := r.Mirrors
 	switch {
@@ -69,6 +68,19 @@ func RenderHosts(r spec.Registry) []byte {
 		}
 	}
 	return b.Bytes()
+}
+
+// commentText makes s fit in a TOML comment line: valid UTF-8, and control
+// characters, which a comment may not hold, turned into spaces. A source
+// names a file as it is called, and a drop-in's name may hold any byte; a
+// comment that breaks the TOML would make containerd refuse the whole file.
+func commentText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 // hostname strips the port from a host[:port].
@@ -148,31 +160,25 @@ type HostsFile struct {
 // [host."<url>"] table headers. It fails only when the file is not TOML or
 // server or host has the wrong type, which containerd would not read either.
 func ParseHosts(data []byte) (HostsFile, error) {
-	var doc map[string]any
+	// Only server and the names of the host tables, as containerd decodes
+	// the file into its schema: a value elsewhere that go-toml cannot hold
+	// (an integer past 64 bits, say) fails neither.
+	var doc struct {
+		Server any                 `toml:"server"`
+		Host   map[string]struct{} `toml:"host"`
+	}
 	if err := toml.Unmarshal(data, &doc); err != nil {
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			line, _ := de.Position()
-			return HostsFile{}, fmt.Errorf("parse hosts.toml: line %d: %s", line,
-				strings.TrimPrefix(de.Error(), "toml: "))
-		}
-		return HostsFile{}, fmt.Errorf("parse hosts.toml: %w", err)
+		return HostsFile{}, hostsError(data, err)
 	}
 
 	var hf HostsFile
-	if v, ok := doc["server"]; ok {
+	if v := doc.Server; v != nil {
 		s, isString := v.(string)
 		if !isString {
 			return HostsFile{}, fmt.Errorf("parse hosts.toml: server is %s; want a URL string",
 				tomlType(v))
 		}
 		hf.Server = registryRoot(s)
-	}
-	if v, ok := doc["host"]; ok {
-		if _, isTable := v.(map[string]any); !isTable {
-			return HostsFile{}, fmt.Errorf("parse hosts.toml: host is %s; want a table "+
-				"of [host.\"<url>\"] tables", tomlType(v))
-		}
 	}
 
 	var p unstable.Parser
@@ -196,6 +202,28 @@ func ParseHosts(data []byte) (HostsFile, error) {
 
 	hf.Managed = bytes.HasPrefix(data, []byte(managedMarker))
 	return hf, nil
+}
+
+// hostsError says why a hosts.toml did not decode: host is not a table of
+// tables, or what go-toml says, with the line.
+func hostsError(data []byte, err error) error {
+	var kinds struct {
+		Host any `toml:"host"`
+	}
+	if toml.Unmarshal(data, &kinds) == nil && kinds.Host != nil {
+		if _, isTable := kinds.Host.(map[string]any); !isTable {
+			return fmt.Errorf("parse hosts.toml: host is %s; want a table of "+
+				"[host.\"<url>\"] tables", tomlType(kinds.Host))
+		}
+	}
+
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		return fmt.Errorf("parse hosts.toml: line %d: %s", line,
+			strings.TrimPrefix(de.Error(), "toml: "))
+	}
+	return fmt.Errorf("parse hosts.toml: %w", err)
 }
 
 // registryRoot drops the /v2 API suffix from a host URL.

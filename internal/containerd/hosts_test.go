@@ -7,30 +7,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/pelletier/go-toml/v2"
 
+	"github.com/mirrord/mirrord/internal/containerd/hoststest"
 	"github.com/mirrord/mirrord/internal/spec"
 )
-
-// hostFields mirrors the fields of containerd's hostFileConfig that
-// containerd 1.5 and later read (core/remotes/docker/config/hosts.go),
-// without dial_timeout (2.1+): decoding with DisallowUnknownFields proves
-// that a file holds nothing an older containerd would choke on.
-type hostFields struct {
-	Capabilities []string       `toml:"capabilities"`
-	CACert       any            `toml:"ca"`
-	Client       any            `toml:"client"`
-	SkipVerify   *bool          `toml:"skip_verify"`
-	Header       map[string]any `toml:"header"`
-	OverridePath bool           `toml:"override_path"`
-}
-
-// hostsSchema is the document containerd decodes a hosts.toml into.
-type hostsSchema struct {
-	hostFields
-	Server      string                `toml:"server"`
-	HostConfigs map[string]hostFields `toml:"host"`
-}
 
 func mirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
 	t.Helper()
@@ -125,22 +105,20 @@ func TestRenderHosts(t *testing.T) {
 			Source:  spec.Source{Layer: spec.LayerFlag, Name: "--mirror\nx"},
 			Mirrors: []spec.Mirror{mirror(t, "http://127.0.0.1:5001")}},
 		wantMirrors: []string{"http://127.0.0.1:5001"},
+	}, {
+		name: "source_not_utf8",
+		reg: spec.Registry{Host: "docker.io",
+			Source:  spec.Source{Layer: spec.LayerFile, Name: "/etc/mirrord/conf.d/\x80\x01.toml"},
+			Mirrors: []spec.Mirror{mirror(t, "https://mirror.gcr.io")}},
+		wantServer:  "https://registry-1.docker.io",
+		wantMirrors: []string{"https://mirror.gcr.io"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := RenderHosts(tt.reg)
 			golden(t, filepath.Join("testdata/hosts", tt.name+".toml"), got)
 
-			var doc hostsSchema
-			dec := toml.NewDecoder(bytes.NewReader(got))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&doc); err != nil {
-				t.Fatalf("containerd's schema refuses the file: %v\n%s", err, got)
-			}
-			checkCapabilities(t, doc.Capabilities)
-			for _, h := range doc.HostConfigs {
-				checkCapabilities(t, h.Capabilities)
-			}
+			hoststest.Check(t, tt.name, got)
 			if bytes.Contains(got, []byte("referrers")) || bytes.Contains(got, []byte("dial_timeout")) {
 				t.Errorf("file names referrers or dial_timeout:\n%s", got)
 			}
@@ -154,16 +132,6 @@ func TestRenderHosts(t *testing.T) {
 				t.Errorf("ParseHosts(RenderHosts) (-want +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-// checkCapabilities fails on a capability containerd 1.x does not know.
-func checkCapabilities(t *testing.T, caps []string) {
-	t.Helper()
-	for _, c := range caps {
-		if c != "pull" && c != "resolve" && c != "push" {
-			t.Errorf("capability %q is unknown to containerd 1.x", c)
-		}
 	}
 }
 
@@ -203,6 +171,11 @@ func TestParseHosts(t *testing.T) {
 		name:    "not_toml",
 		in:      "server = \"https://a\"\n[host.\"https://b\"\n",
 		wantErr: "parse hosts.toml: line 2: expected ']' to close table name",
+	}, {
+		name: "value_too_large_elsewhere",
+		in: "server = \"https://r.example\"\nx = 10000000000000000000\n" +
+			"[host.\"https://m.example\"]\n  y = 10000000000000000000\n",
+		want: HostsFile{Server: "https://r.example", Mirrors: []string{"https://m.example"}},
 	}, {
 		name:    "server_not_a_string",
 		in:      "server = 1\n",

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mirrord/mirrord/internal/containerd"
+	"github.com/mirrord/mirrord/internal/containerd/hoststest"
 	"github.com/mirrord/mirrord/internal/spec"
 )
 
@@ -80,6 +81,7 @@ func TestCertsDGolden(t *testing.T) {
 				if !ok || filepath.Base(f.Path) != "hosts.toml" {
 					t.Fatalf("file %s is not CertsDir/<host>/hosts.toml", f.Path)
 				}
+				hoststest.Check(t, f.Path, f.Data)
 				if _, err := containerd.ParseHosts(f.Data); err != nil {
 					t.Errorf("%s: %v", f.Path, err)
 				}

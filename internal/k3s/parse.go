@@ -40,7 +40,8 @@ type Mirror struct {
 
 // Parse reads a registries.yaml written by anyone, with the checks Merge
 // makes before editing it, and returns its mirrors and the hosts of its
-// configs. It reads no credentials out of configs.
+// configs, leaving out entries with a null key, as k3s does. It reads no
+// credentials out of configs.
 func Parse(data []byte) (File, error) {
 	doc, err := parseDocument(data)
 	if err != nil {
@@ -52,6 +53,9 @@ func Parse(data []byte) (File, error) {
 	if _, sec := lookup(root, sectionMirrors); sec != nil && sec.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(sec.Content); i += 2 {
 			k, v := sec.Content[i], sec.Content[i+1]
+			if isNull(k) {
+				continue
+			}
 			m := Mirror{Registry: k.Value, Managed: isMarked(k)}
 			var val struct {
 				Endpoints []string `yaml:"endpoint"`
@@ -66,9 +70,16 @@ func Parse(data []byte) (File, error) {
 	}
 	if _, sec := lookup(root, sectionConfigs); sec != nil && sec.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(sec.Content); i += 2 {
-			k := sec.Content[i]
-			f.Configs = append(f.Configs, Config{Host: k.Value, Managed: isMarked(k)})
+			if k := sec.Content[i]; !isNull(k) {
+				f.Configs = append(f.Configs, Config{Host: k.Value, Managed: isMarked(k)})
+			}
 		}
 	}
 	return f, nil
+}
+
+// isNull reports whether key node k is null (~, or nothing at all), which
+// k3s's decoding drops: such an entry names no registry.
+func isNull(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Tag == "!!null"
 }

@@ -96,9 +96,12 @@ type entry struct {
 //
 // It refuses, naming the problem: a file that is not YAML, holds more than
 // one document, is not a mapping at the top, or gives mirrors or configs
-// (or their keys) the wrong type, which k3s would refuse too. As a last
-// guard the result is decoded again and every entry of the operator's is
-// compared with the input; any difference is an error, never data.
+// (or their keys) the wrong type, which k3s would refuse too; and a file
+// that makes mirrors or configs an alias, or uses a YAML merge key (<<) or
+// an alias as a key at the top level or among their entries, which mirrord
+// would misread. As a last guard the result is decoded again and every
+// entry of the operator's is compared with the input; any difference is an
+// error, never data.
 func Merge(src []byte, s spec.Spec) (Edit, error) {
 	doc, err := parseDocument(src)
 	if err != nil {
@@ -175,13 +178,45 @@ func parseDocument(src []byte) (*yaml.Node, error) {
 	if err := root.Decode(&sc); err != nil {
 		return nil, fmt.Errorf("parse registries.yaml: %w", unwrapYAML(err))
 	}
+	if err := checkKeys(root, "the top level"); err != nil {
+		return nil, err
+	}
 	for _, name := range []string{sectionMirrors, sectionConfigs} {
-		if _, v := lookup(root, name); v != nil && v.Kind == yaml.AliasNode {
+		_, v := lookup(root, name)
+		if v != nil && v.Kind == yaml.AliasNode {
 			return nil, fmt.Errorf("parse registries.yaml: line %d: %s is an alias; "+
 				"write it out so that mirrord can edit it", v.Line, name)
 		}
+		if v != nil {
+			if err := checkKeys(v, name); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return &doc, nil
+}
+
+// checkKeys refuses a YAML merge key (<<) or a key that is an alias (*name)
+// among the keys of mapping m, called where in errors. k3s resolves both,
+// but mirrord reads and edits the keys as written: a mirrors entry of its
+// own would silently shadow the operator's entry for the same registry,
+// merged in from elsewhere or named through an alias, and Parse would
+// report "<<" or the alias's name as a registry.
+func checkKeys(m *yaml.Node, where string) error {
+	if m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i < len(m.Content); i += 2 {
+		switch k := m.Content[i]; {
+		case k.Tag == "!!merge":
+			return fmt.Errorf("parse registries.yaml: line %d: %s holds a YAML merge key "+
+				"(<<); write its entries out so that mirrord can edit it", k.Line, where)
+		case k.Kind == yaml.AliasNode:
+			return fmt.Errorf("parse registries.yaml: line %d: %s has a key that is an "+
+				"alias (*%s); write it out so that mirrord can edit it", k.Line, where, k.Value)
+		}
+	}
+	return nil
 }
 
 // comments returns the comment lines of a file that holds no YAML node,

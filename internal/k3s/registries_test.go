@@ -169,6 +169,12 @@ func TestMergeRefuses(t *testing.T) {
 			"parse registries.yaml:"},
 		{"duplicate_mirror", "mirrors:\n  a: {}\n  a: {}\n", "already defined"},
 		{"alias_section", "x: &m {}\nmirrors: *m\n", "mirrors is an alias"},
+		{"merge_key_top", "b: &b {mirrors: {quay.io: {endpoint: [q]}}}\n<<: *b\n",
+			"line 2: the top level holds a YAML merge key (<<)"},
+		{"merge_key_mirrors", "x: &a {quay.io: {endpoint: [q]}}\nmirrors: {<<: *a}\n",
+			"line 2: mirrors holds a YAML merge key (<<)"},
+		{"alias_key", "x: &h docker.io\nmirrors: {*h: {endpoint: [q]}}\n",
+			"line 2: mirrors has a key that is an alias (*h)"},
 		{"tls_not_map", "configs:\n  h:\n    tls: yes\n", "parse registries.yaml:"},
 	}
 	s, err := spec.New([]spec.Registry{{Host: "docker.io", Source: env,

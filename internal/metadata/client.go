@@ -53,12 +53,15 @@ func newClient(name string, o Options) *client {
 	}
 
 	d := &net.Dialer{Timeout: dialTimeout}
-	t := &http.Transport{
+	var t http.RoundTripper = &http.Transport{
 		Proxy:               nil,
 		DialContext:         d.DialContext,
 		TLSHandshakeTimeout: o.Timeout,
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
+	}
+	if o.transport != nil {
+		t = o.transport
 	}
 	return &client{
 		name: name,

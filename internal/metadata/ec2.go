@@ -98,7 +98,7 @@ func (p *ec2) auth(ctx context.Context) (http.Header, error) {
 	}
 
 	switch {
-	case r.status == http.StatusOK && len(r.body) > 0 && len(r.body) <= ec2TokenMaxLength:
+	case r.status == http.StatusOK && isToken(r.body):
 		p.token = string(r.body)
 		p.expires = asked.Add(p.ttl - min(ec2TokenSlack, p.ttl/2))
 		return tokenHeader(p.token), nil
@@ -113,6 +113,23 @@ func (p *ec2) auth(ctx context.Context) (http.Header, error) {
 			"the instance metadata endpoint is disabled")
 	}
 	return nil, p.c.statusError("get a token", r)
+}
+
+// isToken reports whether b can be a token: 1 to ec2TokenMaxLength bytes of
+// visible ASCII, as IMDS tokens are. Anything else (an HTML page from
+// something else at the address, say) is no token: sent back in a header,
+// it would make net/http refuse every read before sending it, and Fetch
+// would retry them until the bound.
+func isToken(b []byte) bool {
+	if len(b) == 0 || len(b) > ec2TokenMaxLength {
+		return false
+	}
+	for _, c := range b {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // dropToken forgets the token so that the next read gets a new one.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -94,6 +95,10 @@ type Options struct {
 	// Tuning for tests; zero means the defaults above.
 	hang    time.Duration // timeout_sec of a long poll
 	backoff time.Duration // first retry delay of a watcher
+
+	// transport, when set, answers every request instead of the network,
+	// for the fuzz targets.
+	transport http.RoundTripper
 }
 
 // Validate reports the first field of o that is not valid, naming the value

@@ -10,6 +10,7 @@ package spec
 import (
 	"fmt"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 )
@@ -259,7 +260,7 @@ var dockerHubAliases = []string{"docker.io", "index.docker.io", "registry-1.dock
 
 // NormalizeHost lowercases a registry host and folds Docker Hub's aliases
 // into "docker.io". It accepts host, host:port and Wildcard, and refuses
-// anything with a scheme, path or space.
+// anything with a scheme, path or space, or longer than 253 bytes.
 func NormalizeHost(host string) (string, error) {
 	h := strings.ToLower(strings.TrimSpace(host))
 	switch {
@@ -279,10 +280,28 @@ func NormalizeHost(host string) (string, error) {
 		return "", fmt.Errorf("registry %q is not a host; want a host such as quay.io "+
 			"or a host:port such as 10.0.0.5:5000", host)
 	}
+	if len(h) > maxHostLen {
+		return "", fmt.Errorf("registry %q is %d bytes long; a host[:port] has at most %d",
+			clip(host), len(h), maxHostLen)
+	}
 	if slices.Contains(dockerHubAliases, h) {
 		return "docker.io", nil
 	}
 	return h, nil
+}
+
+// maxHostLen is the longest registry host[:port], in bytes once normalised:
+// a DNS name has at most 253 characters, and the host names a directory
+// (containerd's certs.d/<host>), which no file system lets be longer than
+// 255 bytes.
+const maxHostLen = 253
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		return string(r[:40]) + "..."
+	}
+	return s
 }
 
 // Upstream returns the URL of the registry itself, as containerd's server
@@ -343,11 +362,16 @@ func ValidateMirrorURL(raw string) (string, error) {
 		return "", fmt.Errorf("mirror URL has no host; want http(s)://host[:port][/path]")
 	}
 
-	path := strings.TrimRight(u.EscapedPath(), "/")
-	if err := checkV2(path); err != nil {
+	// Dot segments and doubled slashes go: the path is sent as it is
+	// written, and containerd and k3s take it verbatim as the API root.
+	if u.Path != "" {
+		u.Path, u.RawPath = path.Clean("/"+u.Path), ""
+	}
+	root := strings.TrimRight(u.EscapedPath(), "/")
+	if err := checkV2(root); err != nil {
 		return "", err
 	}
-	return u.Scheme + "://" + strings.ToLower(u.Host) + path, nil
+	return u.Scheme + "://" + strings.ToLower(u.Host) + root, nil
 }
 
 // checkV2 accepts the two forms of a mirror path: a registry root

@@ -15,6 +15,10 @@ func TestValidateMirrorURL(t *testing.T) {
 		{in: "http://10.0.0.5:5000", want: "http://10.0.0.5:5000"},
 		{in: "https://[fd00::5]:5000/hub/", want: "https://[fd00::5]:5000/hub"},
 		{in: "https://m.example.net/a/b", want: "https://m.example.net/a/b"},
+		{in: "https://m.example.net/./a//b/../hub/", want: "https://m.example.net/a/hub"},
+		{in: "https://m.example.net/%2e/hub%20x/.", want: "https://m.example.net/hub%20x"},
+		{in: "http://0/.", want: "http://0"},
+		{in: "https://m.example.net/v2/x/..", wantErr: "mirror URL path ends in /v2"},
 		{in: "ftp://m.example.net", wantErr: `mirror URL scheme "ftp" is not supported`},
 		{in: "m.example.net", wantErr: `mirror URL scheme "" is not supported`},
 		{in: "https://", wantErr: "mirror URL has no host"},
@@ -80,7 +84,11 @@ func TestNormalizeHost(t *testing.T) {
 			t.Errorf("NormalizeHost(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "quay.io/ns", "https://quay.io", "a b", "*.example.net"} {
+	if _, err := NormalizeHost(strings.Repeat("a", 253)); err != nil {
+		t.Errorf("NormalizeHost of 253 bytes: %v", err)
+	}
+	for _, bad := range []string{"", "quay.io/ns", "https://quay.io", "a b", "*.example.net",
+		strings.Repeat("a", 250) + ":5000", strings.Repeat("\x80", 90)} {
 		if _, err := NormalizeHost(bad); err == nil {
 			t.Errorf("NormalizeHost(%q) succeeded", bad)
 		}
