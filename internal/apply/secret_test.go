@@ -9,10 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/mirrord/mirrord/internal/config"
 	"github.com/mirrord/mirrord/internal/containerd"
+	"github.com/mirrord/mirrord/internal/containerd/hoststest"
 	"github.com/mirrord/mirrord/internal/logging"
 	"github.com/mirrord/mirrord/internal/spec"
 )
@@ -124,13 +123,11 @@ func FuzzCredentialsMasked(f *testing.F) {
 		s := spec.Spec{Registries: []spec.Registry{{Host: "docker.io", Mirrors: []spec.Mirror{m}}}}
 		data := containerd.RenderHosts(s.Registries[0])
 
-		var doc containerdHosts
-		dec := toml.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&doc); err != nil {
+		doc, err := hoststest.Decode(data, true)
+		if err != nil {
 			t.Fatalf("containerd's schema refuses the file: %v\n%s", err, data)
 		}
-		h := doc.Host[m.API()].Header["Authorization"]
+		h := doc.HostConfigs[m.API()].Header["Authorization"]
 		if h != m.Auth.Header().Reveal() {
 			t.Fatalf("header %q, want the credentials'", h)
 		}
