@@ -246,8 +246,19 @@ func envDuration(name, v, examples string) (time.Duration, error) {
 // Load resolves the Config from opts, the environment and the config file.
 // On error the returned Config still carries Root and File when they could
 // be resolved, so that status and revert can work on a node whose spec is
-// broken.
+// broken. An error never shows the user information of a URL, from any
+// layer: a mirror URL with credentials is refused, and its refusal is
+// logged.
 func Load(opts Options) (Config, error) {
+	c, err := load(opts)
+	if err != nil {
+		err = &maskedError{err} // masking twice changes nothing
+	}
+	return c, err
+}
+
+// load is Load without the masking of its errors.
+func load(opts Options) (Config, error) {
 	env, err := ReadEnv()
 	if err != nil {
 		return Config{}, err

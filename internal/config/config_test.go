@@ -140,7 +140,17 @@ func TestBadInput(t *testing.T) {
 		{
 			name:    "env_credentials_in_url",
 			env:     map[string]string{"MIRRORD_MIRRORS": "docker.io=https://u:p@m.example.net"},
-			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://u:p@m.example.net": mirror URL carries credentials; put them in the mirror's credentials, never in the URL`,
+			wantErr: `env MIRRORD_MIRRORS: registry docker.io: mirror "https://xxxxx@m.example.net": mirror URL carries credentials; put them in the mirror's credentials, never in the URL`,
+		},
+		{
+			name:    "flag_credentials_in_url",
+			flag:    "quay.io=https://robot:s3cret@q.example.net",
+			wantErr: `flag --mirrors: registry quay.io: mirror "https://xxxxx@q.example.net": mirror URL carries credentials; put them in the mirror's credentials, never in the URL`,
+		},
+		{
+			name:    "file_credentials_in_url",
+			file:    "[registries.\"quay.io\"]\nmirrors = [\"https://robot:s3cret@q.example.net\"]\n",
+			wantErr: `file /etc/mirrord/mirrord.toml: registries."quay.io": mirrors[0]: "https://xxxxx@q.example.net": mirror URL carries credentials; put them in the mirror's credentials, never in the URL`,
 		},
 		{
 			name:    "env_query",
