@@ -376,6 +376,12 @@ func editSection(root *yaml.Node, name string, want []entry, replaceOperator boo
 		root.Content = append(root.Content, secKey, sec)
 	}
 	if sec.Kind == yaml.ScalarNode && sec.Tag == "!!null" {
+		if len(want) == 0 {
+			// Nothing of mirrord's in it, nothing to add: left as written.
+			// Made {}, it would follow a comment on its key's line, which
+			// yaml.v3 writes as a line of its own that no parser reads.
+			return nil, nil
+		}
 		sec.Kind, sec.Tag, sec.Value, sec.Style = yaml.MappingNode, "!!map", "", 0
 	}
 	if sec.Kind != yaml.MappingNode {
