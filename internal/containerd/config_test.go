@@ -3,7 +3,6 @@ package containerd
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,10 +14,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/mirrord/mirrord/internal/golden"
 	"github.com/mirrord/mirrord/internal/spec"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata")
 
 // editMeta is the part of an Edit besides Data, as the golden want.json
 // holds it.
@@ -48,9 +46,9 @@ func TestEditConfigGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join(dir, "want.toml"), ed.Data)
-			golden(t, filepath.Join(dir, "want.diff"), []byte(diff))
-			golden(t, filepath.Join(dir, "want.json"), append(meta, '\n'))
+			golden.Check(t, filepath.Join(dir, "want.toml"), ed.Data)
+			golden.Check(t, filepath.Join(dir, "want.diff"), []byte(diff))
+			golden.Check(t, filepath.Join(dir, "want.json"), append(meta, '\n'))
 
 			checkOnlyIntendedLines(t, diff, ed.Version)
 			checkSameDocument(t, in, ed)
@@ -72,7 +70,7 @@ func TestEditConfigErrors(t *testing.T) {
 			if ed.Data != nil {
 				t.Errorf("EditConfig returned data with its error")
 			}
-			golden(t, filepath.Join(dir, "want.err"), []byte(err.Error()+"\n"))
+			golden.Check(t, filepath.Join(dir, "want.err"), []byte(err.Error()+"\n"))
 		})
 	}
 }
@@ -195,7 +193,7 @@ func TestMinimalConfig(t *testing.T) {
 	}{{0, 2}, {1, 2}, {2, 3}} {
 		t.Run("major"+strconv.Itoa(tt.major), func(t *testing.T) {
 			got := MinimalConfig(tt.major)
-			golden(t, filepath.Join("testdata/minimal", "major"+strconv.Itoa(tt.major)+".toml"), got)
+			golden.Check(t, filepath.Join("testdata/minimal", "major"+strconv.Itoa(tt.major)+".toml"), got)
 
 			ed, err := EditConfig(got, tt.major)
 			if err != nil {
@@ -419,26 +417,4 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// golden compares got with the golden file at path, or rewrites the file
-// with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s (-want +got):\n%s", path, diff)
-	}
 }

@@ -9,32 +9,22 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mirrord/mirrord/internal/containerd/hoststest"
+	"github.com/mirrord/mirrord/internal/golden"
 	"github.com/mirrord/mirrord/internal/spec"
+	"github.com/mirrord/mirrord/internal/spec/spectest"
 )
-
-func mirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
-	t.Helper()
-	m, err := spec.NewMirror(raw)
-	if err != nil {
-		t.Fatalf("NewMirror(%q): %v", raw, err)
-	}
-	if len(caps) > 0 {
-		m.Capabilities = caps
-	}
-	return m
-}
 
 func TestRenderHosts(t *testing.T) {
 	env := spec.Source{Layer: spec.LayerEnv, Name: "MIRRORD_MIRRORS"}
 	file := spec.Source{Layer: spec.LayerFile, Name: "/etc/mirrord/mirrord.toml"}
-	withCA := mirror(t, "https://cache.internal.example:8443")
+	withCA := spectest.Mirror(t, "https://cache.internal.example:8443")
 	withCA.CAFile = "/etc/mirrord/ca/internal.pem"
-	insecure := mirror(t, "https://10.0.0.5:5000")
+	insecure := spectest.Mirror(t, "https://10.0.0.5:5000")
 	insecure.SkipVerify = true
-	withAuth := mirror(t, "https://gitlab.example.net/v2/platform/dependency_proxy/containers")
+	withAuth := spectest.Mirror(t, "https://gitlab.example.net/v2/platform/dependency_proxy/containers")
 	withAuth.Auth = &spec.Auth{Username: "robot", Password: spec.NewSecret("glpat-s3cret"),
 		Key: spec.KeyPasswordFile, Name: "/etc/mirrord/secrets/gitlab"}
-	serverAuth := mirror(t, "https://quay-b.example.net")
+	serverAuth := spectest.Mirror(t, "https://quay-b.example.net")
 	serverAuth.Auth = &spec.Auth{Username: "bot", Password: spec.NewSecret("t0ken"),
 		Key: spec.KeyPasswordEnv, Name: "QUAY_TOKEN"}
 
@@ -46,24 +36,24 @@ func TestRenderHosts(t *testing.T) {
 	}{{
 		name: "plain",
 		reg: spec.Registry{Host: "docker.io", Source: env, Mirrors: []spec.Mirror{
-			mirror(t, "https://mirror.gcr.io"), mirror(t, "http://10.0.0.9:5000")}},
+			spectest.Mirror(t, "https://mirror.gcr.io"), spectest.Mirror(t, "http://10.0.0.9:5000")}},
 		wantServer:  "https://registry-1.docker.io",
 		wantMirrors: []string{"https://mirror.gcr.io", "http://10.0.0.9:5000"},
 	}, {
 		name: "path_mirror",
 		reg: spec.Registry{Host: "docker.io", Source: env, Mirrors: []spec.Mirror{
-			mirror(t, "https://cr.example.net/mirror/dockerhub"), mirror(t, "https://mirror.gcr.io")}},
+			spectest.Mirror(t, "https://cr.example.net/mirror/dockerhub"), spectest.Mirror(t, "https://mirror.gcr.io")}},
 		wantServer:  "https://registry-1.docker.io",
 		wantMirrors: []string{"https://cr.example.net/mirror/dockerhub", "https://mirror.gcr.io"},
 	}, {
 		name: "wildcard",
 		reg: spec.Registry{Host: spec.Wildcard, Source: file, Mirrors: []spec.Mirror{
-			mirror(t, "https://pull-through.example.net")}},
+			spectest.Mirror(t, "https://pull-through.example.net")}},
 		wantMirrors: []string{"https://pull-through.example.net"},
 	}, {
 		name: "no_upstream",
 		reg: spec.Registry{Host: "quay.io", Source: file, NoUpstream: true, Mirrors: []spec.Mirror{
-			mirror(t, "https://quay-a.example.net"), mirror(t, "https://quay-b.example.net/quay")}},
+			spectest.Mirror(t, "https://quay-a.example.net"), spectest.Mirror(t, "https://quay-b.example.net/quay")}},
 		wantServer:  "https://quay-b.example.net/quay",
 		wantMirrors: []string{"https://quay-a.example.net"},
 	}, {
@@ -75,48 +65,48 @@ func TestRenderHosts(t *testing.T) {
 	}, {
 		name: "pull_only",
 		reg: spec.Registry{Host: "ghcr.io", Source: env, Mirrors: []spec.Mirror{
-			mirror(t, "https://ghcr-cache.example.net", spec.Pull)}},
+			spectest.Mirror(t, "https://ghcr-cache.example.net", spec.Pull)}},
 		wantServer:  "https://ghcr.io",
 		wantMirrors: []string{"https://ghcr-cache.example.net"},
 	}, {
 		name: "prefix_mirror",
 		reg: spec.Registry{Host: "docker.io", Source: file, Mirrors: []spec.Mirror{
-			mirror(t, "https://harbor.example.net/v2/hub-proxy"),
-			mirror(t, "https://nexus.example.net/repository/hub")}},
+			spectest.Mirror(t, "https://harbor.example.net/v2/hub-proxy"),
+			spectest.Mirror(t, "https://nexus.example.net/repository/hub")}},
 		wantServer: "https://registry-1.docker.io",
 		wantMirrors: []string{"https://harbor.example.net/v2/hub-proxy",
 			"https://nexus.example.net/repository/hub"},
 	}, {
 		name: "credentials",
 		reg: spec.Registry{Host: "docker.io", Source: file, Mirrors: []spec.Mirror{
-			withAuth, mirror(t, "https://mirror.gcr.io")}},
+			withAuth, spectest.Mirror(t, "https://mirror.gcr.io")}},
 		wantServer: "https://registry-1.docker.io",
 		wantMirrors: []string{"https://gitlab.example.net/v2/platform/dependency_proxy/containers",
 			"https://mirror.gcr.io"},
 	}, {
 		name: "credentials_server",
 		reg: spec.Registry{Host: "quay.io", Source: file, NoUpstream: true, Mirrors: []spec.Mirror{
-			mirror(t, "https://quay-a.example.net"), serverAuth}},
+			spectest.Mirror(t, "https://quay-a.example.net"), serverAuth}},
 		wantServer:  "https://quay-b.example.net",
 		wantMirrors: []string{"https://quay-a.example.net"},
 	}, {
 		name: "port_host_odd_source",
 		reg: spec.Registry{Host: "127.0.0.1:5000",
 			Source:  spec.Source{Layer: spec.LayerFlag, Name: "--mirror\nx"},
-			Mirrors: []spec.Mirror{mirror(t, "http://127.0.0.1:5001")}},
+			Mirrors: []spec.Mirror{spectest.Mirror(t, "http://127.0.0.1:5001")}},
 		wantMirrors: []string{"http://127.0.0.1:5001"},
 	}, {
 		name: "source_not_utf8",
 		reg: spec.Registry{Host: "docker.io",
 			Source:  spec.Source{Layer: spec.LayerFile, Name: "/etc/mirrord/conf.d/\x80\x01.toml"},
-			Mirrors: []spec.Mirror{mirror(t, "https://mirror.gcr.io")}},
+			Mirrors: []spec.Mirror{spectest.Mirror(t, "https://mirror.gcr.io")}},
 		wantServer:  "https://registry-1.docker.io",
 		wantMirrors: []string{"https://mirror.gcr.io"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := RenderHosts(tt.reg)
-			golden(t, filepath.Join("testdata/hosts", tt.name+".toml"), got)
+			golden.Check(t, filepath.Join("testdata/hosts", tt.name+".toml"), got)
 
 			hoststest.Check(t, tt.name, got)
 			if bytes.Contains(got, []byte("referrers")) || bytes.Contains(got, []byte("dial_timeout")) {

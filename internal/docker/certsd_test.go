@@ -12,21 +12,10 @@ import (
 
 	"github.com/mirrord/mirrord/internal/containerd"
 	"github.com/mirrord/mirrord/internal/containerd/hoststest"
+	"github.com/mirrord/mirrord/internal/golden"
 	"github.com/mirrord/mirrord/internal/spec"
+	"github.com/mirrord/mirrord/internal/spec/spectest"
 )
-
-func specMirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
-	t.Helper()
-
-	m, err := spec.NewMirror(raw)
-	if err != nil {
-		t.Fatalf("NewMirror(%q): %v", raw, err)
-	}
-	if len(caps) > 0 {
-		m.Capabilities = caps
-	}
-	return m
-}
 
 // TestCertsDGolden renders certs.d for a spec over a root that may hold an
 // operator's files (testdata/certsd/<case>/root), and compares the files with
@@ -41,22 +30,22 @@ func TestCertsDGolden(t *testing.T) {
 		name: "every_registry",
 		regs: []spec.Registry{
 			{Host: spec.Wildcard, Source: env, Mirrors: []spec.Mirror{
-				specMirror(t, "https://pull-through.example.net")}},
+				spectest.Mirror(t, "https://pull-through.example.net")}},
 			{Host: "docker.io", Source: env, Mirrors: []spec.Mirror{
-				specMirror(t, "https://cr.example.net/mirror"),
-				specMirror(t, "http://10.0.0.9:5000")}},
+				spectest.Mirror(t, "https://cr.example.net/mirror"),
+				spectest.Mirror(t, "http://10.0.0.9:5000")}},
 			{Host: "quay.io", Source: env, Mirrors: []spec.Mirror{
-				specMirror(t, "https://quay-cache.example.net", spec.Pull)}},
+				spectest.Mirror(t, "https://quay-cache.example.net", spec.Pull)}},
 		},
 	}, {
 		name: "operator_certs_kept",
 		regs: []spec.Registry{
 			{Host: "docker.io", Source: env, Mirrors: []spec.Mirror{
-				specMirror(t, "https://mirror.gcr.io")}},
+				spectest.Mirror(t, "https://mirror.gcr.io")}},
 			{Host: "registry.internal.example:5000", Source: env, Mirrors: []spec.Mirror{
-				specMirror(t, "https://replica.internal.example:5000")}},
+				spectest.Mirror(t, "https://replica.internal.example:5000")}},
 			{Host: "ghcr.io", Source: env, Mirrors: []spec.Mirror{
-				specMirror(t, "https://ghcr-cache.example.net")}},
+				spectest.Mirror(t, "https://ghcr-cache.example.net")}},
 		},
 	}}
 	for _, tt := range tests {
@@ -73,7 +62,7 @@ func TestCertsDGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("CertsD: %v", err)
 			}
-			golden(t, filepath.Join(dir, "want.warnings"), []byte(lines(warnings)))
+			golden.Check(t, filepath.Join(dir, "want.warnings"), []byte(lines(warnings)))
 
 			got := map[string]string{}
 			for _, f := range files {
@@ -87,14 +76,9 @@ func TestCertsDGolden(t *testing.T) {
 				}
 				got[rel] = string(f.Data)
 				want := filepath.Join(dir, "want", rel)
-				if *update {
-					if err := os.MkdirAll(filepath.Dir(want), 0o755); err != nil {
-						t.Fatal(err)
-					}
-				}
-				golden(t, want, f.Data)
+				golden.Check(t, want, f.Data)
 			}
-			if wantFiles := treeOf(t, filepath.Join(dir, "want")); !*update {
+			if wantFiles := treeOf(t, filepath.Join(dir, "want")); !golden.Updating() {
 				if diff := cmp.Diff(keys(wantFiles), keys(got)); diff != "" {
 					t.Errorf("files (-want +got):\n%s", diff)
 				}

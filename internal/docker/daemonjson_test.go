@@ -2,7 +2,6 @@ package docker
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/mirrord/mirrord/internal/golden"
+)
 
 func TestEditDaemonJSONGolden(t *testing.T) {
 	hub := "https://mirror.example.net"
@@ -50,7 +49,7 @@ func TestEditDaemonJSONGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("EditDaemonJSON: %v", err)
 			}
-			golden(t, filepath.Join(dir, "want.json"), got)
+			golden.Check(t, filepath.Join(dir, "want.json"), got)
 
 			if len(bytes.TrimSpace(in)) > 2 {
 				if diff := cmp.Diff(skeleton(t, in, nil), skeleton(t, got, in)); diff != "" {
@@ -143,21 +142,6 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want := readFile(t, path)
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
 }
 
 func TestEditDaemonJSONBadInput(t *testing.T) {

@@ -2,7 +2,6 @@ package k3s
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,33 +9,20 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mirrord/mirrord/internal/golden"
 	"github.com/mirrord/mirrord/internal/spec"
+	"github.com/mirrord/mirrord/internal/spec/spectest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 var env = spec.Source{Layer: spec.LayerEnv, Name: "MIRRORD_MIRRORS"}
 
-func mirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
-	t.Helper()
-
-	m, err := spec.NewMirror(raw)
-	if err != nil {
-		t.Fatalf("NewMirror(%q): %v", raw, err)
-	}
-	if len(caps) > 0 {
-		m.Capabilities = caps
-	}
-	return m
-}
-
 func TestMergeGolden(t *testing.T) {
-	withCA := mirror(t, "https://mirror.example.net")
+	withCA := spectest.Mirror(t, "https://mirror.example.net")
 	withCA.CAFile = "/etc/mirrord/ca.pem"
-	unverified := mirror(t, "https://pull.example.net")
+	unverified := spectest.Mirror(t, "https://pull.example.net")
 	unverified.SkipVerify = true
 	hub := []spec.Registry{{Host: "docker.io", Source: env,
-		Mirrors: []spec.Mirror{mirror(t, "https://mirror.gcr.io")}}}
+		Mirrors: []spec.Mirror{spectest.Mirror(t, "https://mirror.gcr.io")}}}
 
 	tests := []struct {
 		name        string
@@ -47,8 +33,8 @@ func TestMergeGolden(t *testing.T) {
 		regs: []spec.Registry{
 			{Host: spec.Wildcard, Source: env, Mirrors: []spec.Mirror{unverified}},
 			{Host: "docker.io", Source: env, NoUpstream: true, Mirrors: []spec.Mirror{
-				withCA, mirror(t, "http://10.0.0.9:5000/hub"),
-				mirror(t, "https://digests.example.net", spec.Pull)}},
+				withCA, spectest.Mirror(t, "http://10.0.0.9:5000/hub"),
+				spectest.Mirror(t, "https://digests.example.net", spec.Pull)}},
 		},
 		wantChanged: true,
 	}, {
@@ -64,7 +50,7 @@ func TestMergeGolden(t *testing.T) {
 	}, {
 		name: "four_space_indent",
 		regs: []spec.Registry{{Host: "127.0.0.1:5000", Source: env, Mirrors: []spec.Mirror{
-			mirror(t, "http://127.0.0.1:5001")}}},
+			spectest.Mirror(t, "http://127.0.0.1:5001")}}},
 		wantChanged: true,
 	}, {
 		name:        "null_sections",
@@ -88,8 +74,8 @@ func TestMergeGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Merge: %v", err)
 			}
-			golden(t, filepath.Join(dir, "want.yaml"), ed.Data)
-			golden(t, filepath.Join(dir, "want.warnings"), []byte(lines(ed.Warnings)))
+			golden.Check(t, filepath.Join(dir, "want.yaml"), ed.Data)
+			golden.Check(t, filepath.Join(dir, "want.warnings"), []byte(lines(ed.Warnings)))
 			if ed.Changed != tt.wantChanged || ed.Changed == bytes.Equal(ed.Data, in) {
 				t.Errorf("Changed = %v; want %v (bytes equal: %v)", ed.Changed, tt.wantChanged,
 					bytes.Equal(ed.Data, in))
@@ -178,7 +164,7 @@ func TestMergeRefuses(t *testing.T) {
 		{"tls_not_map", "configs:\n  h:\n    tls: yes\n", "parse registries.yaml:"},
 	}
 	s, err := spec.New([]spec.Registry{{Host: "docker.io", Source: env,
-		Mirrors: []spec.Mirror{mirror(t, "https://mirror.gcr.io")}}})
+		Mirrors: []spec.Mirror{spectest.Mirror(t, "https://mirror.gcr.io")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,20 +221,4 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want := readFile(t, path)
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
 }

@@ -2,8 +2,6 @@ package registries
 
 import (
 	"bytes"
-	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,33 +9,20 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mirrord/mirrord/internal/golden"
 	"github.com/mirrord/mirrord/internal/spec"
+	"github.com/mirrord/mirrord/internal/spec/spectest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 var (
 	envSource  = spec.Source{Layer: spec.LayerEnv, Name: "MIRRORD_MIRRORS"}
 	fileSource = spec.Source{Layer: spec.LayerFile, Name: "/etc/mirrord/mirrord.toml"}
 )
 
-func mirror(t *testing.T, raw string, caps ...spec.Capability) spec.Mirror {
-	t.Helper()
-
-	m, err := spec.NewMirror(raw)
-	if err != nil {
-		t.Fatalf("NewMirror(%q): %v", raw, err)
-	}
-	if len(caps) > 0 {
-		m.Capabilities = caps
-	}
-	return m
-}
-
 func TestRenderGolden(t *testing.T) {
-	withCA := mirror(t, "https://cache.internal.example:8443")
+	withCA := spectest.Mirror(t, "https://cache.internal.example:8443")
 	withCA.CAFile = "/etc/mirrord/ca/internal.pem"
-	unverified := mirror(t, "https://10.0.0.5:5000")
+	unverified := spectest.Mirror(t, "https://10.0.0.5:5000")
 	unverified.SkipVerify = true
 
 	tests := []struct {
@@ -46,44 +31,44 @@ func TestRenderGolden(t *testing.T) {
 	}{{
 		name: "docker_io_two_mirrors",
 		regs: []spec.Registry{{Host: "docker.io", Source: envSource, Mirrors: []spec.Mirror{
-			mirror(t, "https://mirror.gcr.io"), mirror(t, "http://10.0.0.9:5000")}}},
+			spectest.Mirror(t, "https://mirror.gcr.io"), spectest.Mirror(t, "http://10.0.0.9:5000")}}},
 	}, {
 		name: "pull_only_first",
 		regs: []spec.Registry{{Host: "docker.io", Source: fileSource, Mirrors: []spec.Mirror{
-			mirror(t, "https://untrusted.example.net", spec.Pull),
-			mirror(t, "https://mirror.gcr.io")}}},
+			spectest.Mirror(t, "https://untrusted.example.net", spec.Pull),
+			spectest.Mirror(t, "https://mirror.gcr.io")}}},
 	}, {
 		name: "sorted_wildcard_skipped",
 		regs: []spec.Registry{
 			{Host: spec.Wildcard, Source: fileSource, Mirrors: []spec.Mirror{
-				mirror(t, "https://pull-through.example.net")}},
+				spectest.Mirror(t, "https://pull-through.example.net")}},
 			{Host: "registry.k8s.io", Source: fileSource, Mirrors: []spec.Mirror{
-				mirror(t, "https://k8s.example.net")}},
+				spectest.Mirror(t, "https://k8s.example.net")}},
 			{Host: "127.0.0.1:5000", Source: spec.Source{Layer: spec.LayerFlag,
-				Name: "--mirror\nx"}, Mirrors: []spec.Mirror{mirror(t, "http://127.0.0.1:5001")}},
+				Name: "--mirror\nx"}, Mirrors: []spec.Mirror{spectest.Mirror(t, "http://127.0.0.1:5001")}},
 			{Host: "quay.io", Source: envSource, Mirrors: []spec.Mirror{
-				mirror(t, "https://quay-mirror.example.net")}},
+				spectest.Mirror(t, "https://quay-mirror.example.net")}},
 			{Host: "docker.io", Source: envSource, Mirrors: []spec.Mirror{
-				mirror(t, "https://mirror.gcr.io")}},
+				spectest.Mirror(t, "https://mirror.gcr.io")}},
 		},
 	}, {
 		name: "no_upstream",
 		regs: []spec.Registry{{Host: "quay.io", Source: fileSource, NoUpstream: true,
-			Mirrors: []spec.Mirror{mirror(t, "https://quay-a.example.net"),
-				mirror(t, "http://quay-b.example.net:5000")}}},
+			Mirrors: []spec.Mirror{spectest.Mirror(t, "https://quay-a.example.net"),
+				spectest.Mirror(t, "http://quay-b.example.net:5000")}}},
 	}, {
 		name: "no_upstream_pull_only_last",
 		regs: []spec.Registry{{Host: "ghcr.io", Source: fileSource, NoUpstream: true,
-			Mirrors: []spec.Mirror{mirror(t, "https://ghcr-cache.example.net", spec.Pull)}}},
+			Mirrors: []spec.Mirror{spectest.Mirror(t, "https://ghcr-cache.example.net", spec.Pull)}}},
 	}, {
 		name: "left_out_and_warned",
 		regs: []spec.Registry{
 			{Host: "docker.io", Source: envSource, Mirrors: []spec.Mirror{
-				mirror(t, "https://cr.example.net/mirror"),
-				mirror(t, "https://resolver.example.net", spec.Resolve),
+				spectest.Mirror(t, "https://cr.example.net/mirror"),
+				spectest.Mirror(t, "https://resolver.example.net", spec.Resolve),
 				withCA, unverified}},
 			{Host: "gcr.io", Source: envSource, Mirrors: []spec.Mirror{
-				mirror(t, "https://cr.example.net/gcr")}},
+				spectest.Mirror(t, "https://cr.example.net/gcr")}},
 		},
 	}}
 	for _, tt := range tests {
@@ -94,8 +79,8 @@ func TestRenderGolden(t *testing.T) {
 			}
 			got, warnings := Render(s)
 			dir := filepath.Join("testdata", "render", tt.name)
-			golden(t, filepath.Join(dir, "want.conf"), got)
-			golden(t, filepath.Join(dir, "want.warnings"), []byte(joinLines(warnings)))
+			golden.CheckOptional(t, filepath.Join(dir, "want.conf"), got)
+			golden.CheckOptional(t, filepath.Join(dir, "want.warnings"), []byte(joinLines(warnings)))
 
 			f, err := Parse(got)
 			if err != nil {
@@ -161,9 +146,9 @@ func TestRenderNothing(t *testing.T) {
 	}{
 		{"empty", nil, 0},
 		{"only_wildcard", []spec.Registry{{Host: spec.Wildcard, Source: envSource,
-			Mirrors: []spec.Mirror{mirror(t, "https://m.example.net")}}}, 1},
+			Mirrors: []spec.Mirror{spectest.Mirror(t, "https://m.example.net")}}}, 1},
 		{"only_path_mirrors", []spec.Registry{{Host: "docker.io", Source: envSource,
-			Mirrors: []spec.Mirror{mirror(t, "https://m.example.net/hub")}}}, 2},
+			Mirrors: []spec.Mirror{spectest.Mirror(t, "https://m.example.net/hub")}}}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,19 +271,19 @@ func TestEffectiveOperatorKept(t *testing.T) {
 	}
 
 	s, err := spec.New([]spec.Registry{{Host: "docker.io", Source: envSource,
-		Mirrors: []spec.Mirror{mirror(t, "https://mirror.gcr.io")}}})
+		Mirrors: []spec.Mirror{spectest.Mirror(t, "https://mirror.gcr.io")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ours, _ := Render(s)
-	golden(t, filepath.Join(dir, "90-mirrord.conf"), ours)
+	golden.CheckOptional(t, filepath.Join(dir, "90-mirrord.conf"), ours)
 	mf, err := Parse(ours)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	got := Effective(append(files, mf)...)
-	golden(t, filepath.Join(dir, "want.txt"), []byte(describe(got)))
+	golden.CheckOptional(t, filepath.Join(dir, "want.txt"), []byte(describe(got)))
 
 	for _, r := range files[1].Registries {
 		if r.Prefix == "docker.io" {
@@ -355,29 +340,4 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && len(got) == 0 {
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
 }
