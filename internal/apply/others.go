@@ -267,11 +267,6 @@ func rancherStatus(root string, rt config.Runtime, last spec.Spec) []RegistrySta
 	return out
 }
 
-// dockerCertsStatus lists the hosts.toml files under dockerd's certs.d.
-func dockerCertsStatus(root string, last spec.Spec) []RegistryStatus {
-	return hostsStatus(root, docker.CertsDir, last)
-}
-
 // managedSource names the source of a registry mirrord wrote: its layer
 // as the last apply recorded it, or just "mirrord".
 func managedSource(last spec.Spec, host string) string {

@@ -120,7 +120,7 @@ func ReadStatus(cfg config.Config, cfgErr error) (*Status, error) {
 			rs.ConfigPath, rs.Registries = containerdStatus(cfg.Root, st.Spec)
 		case config.Docker:
 			rs.Registries = append(dockerStatus(cfg.Root, st.Spec),
-				dockerCertsStatus(cfg.Root, st.Spec)...)
+				hostsStatus(cfg.Root, docker.CertsDir, st.Spec)...)
 		case config.CRIO, config.Podman:
 			rs.Registries = containersStatus(cfg.Root, st.Spec)
 		case config.K3s, config.RKE2:
